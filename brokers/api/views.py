@@ -1,0 +1,92 @@
+from django.conf import settings
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from brokers.consolefile import CONTENT_TYPE, vv_response
+from brokers.models import Session
+from brokers.selectors import session_list_for_user
+from brokers.services import IssuedTicket, session_end, ticket_issue
+from tenants.api.base import ScopedQuerysetMixin, TenantScopedMixin
+from vdi.api.exceptions import error_response
+
+from .serializers import PendingSerializer, SessionSerializer, TicketSerializer
+
+
+def ticket_body(request, session: Session, issued: IssuedTicket) -> dict:
+    slug = session.tenant.slug
+    vv_path = reverse("api:session-console-vv", kwargs={"tenant_slug": slug, "pk": session.id})
+    console_path = reverse("portal-session", kwargs={"tenant_slug": slug, "pk": session.id})
+    ticket = issued.ticket
+    return {
+        "session": session.id,
+        "desktop": session.desktop_id,
+        "state": "ready",
+        "protocol": ticket.protocol,
+        "host": ticket.host,
+        "port": ticket.port,
+        "tls_port": ticket.tls_port,
+        "password": issued.password,
+        "expires_at": ticket.expires_at,
+        "vv_url": request.build_absolute_uri(vv_path),
+        "console_url": request.build_absolute_uri(console_path),
+        "password_applied": ticket.password_applied,
+        "notice": issued.notice,
+    }
+
+
+def pending_response(session: Session) -> Response:
+    retry_after = settings.VDI["RETRY_AFTER_S"]
+    body = {"session": session.id, "state": session.state, "retry_after": retry_after,
+            "operation": session.operation_id}
+    return Response(PendingSerializer(body).data, status=status.HTTP_202_ACCEPTED,
+                    headers={"Retry-After": str(retry_after)})
+
+
+def ticket_or_pending(request, session: Session, issued: IssuedTicket | None) -> Response:
+    if issued is None:
+        return pending_response(session)
+    return Response(TicketSerializer(ticket_body(request, session, issued)).data)
+
+
+CONNECT_RESPONSES = {
+    200: TicketSerializer,
+    202: PendingSerializer,
+    409: OpenApiResponse(description="Pool disabled or exhausted, quota exceeded, suspended."),
+}
+
+
+class SessionViewSet(TenantScopedMixin, ScopedQuerysetMixin, mixins.ListModelMixin,
+                     mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    model = Session
+    serializer_class = SessionSerializer
+    filterset_fields = ["state", "pool", "desktop"]
+    ordering_fields = ["created_at", "state"]
+
+    def scoped_queryset(self):
+        return session_list_for_user(user=self.request.user, is_admin=self.is_admin)
+
+    @extend_schema(request=None, responses=CONNECT_RESPONSES)
+    @action(detail=True, methods=["post"])
+    def ticket(self, request, tenant_slug, pk):
+        session = self.get_object()
+        return ticket_or_pending(request, session, ticket_issue(session=session, user=request.user))
+
+    @extend_schema(responses={(200, CONTENT_TYPE): OpenApiTypes.STR})
+    @action(detail=True, methods=["get"], url_path="console.vv", url_name="console-vv")
+    def console_vv(self, request, tenant_slug, pk):
+        session = self.get_object()
+        issued = ticket_issue(session=session, user=request.user)
+        if issued is None:
+            return error_response(503, "console_busy", "No worker answered in time; retry.",
+                                  headers={"Retry-After": str(settings.VDI["RETRY_AFTER_S"])})
+        return vv_response(session=session, ticket=issued.ticket, password=issued.password)
+
+    @extend_schema(request=None, responses=SessionSerializer)
+    @action(detail=True, methods=["post"])
+    def end(self, request, tenant_slug, pk):
+        session = session_end(session=self.get_object(), actor=request.user)
+        return Response(SessionSerializer(session).data)

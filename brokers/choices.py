@@ -1,0 +1,42 @@
+from django.db import models
+
+from vdi.statemachine import StateMachine
+
+
+class SessionState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    READY = "ready", "Ready"
+    CONNECTED = "connected", "Connected"
+    DISCONNECTED = "disconnected", "Disconnected"
+    ENDED = "ended", "Ended"
+
+
+class EndReason(models.TextChoices):
+    USER = "user", "Ended by the user"
+    IDLE = "idle", "Idle timeout"
+    MAX_DURATION = "max_duration", "Maximum duration reached"
+    ADMIN = "admin", "Ended by an administrator"
+    DESKTOP_LOST = "desktop_lost", "Desktop lost"
+    FAILED = "failed", "Desktop could not be prepared"
+
+
+LIVE_SESSION_STATES = frozenset(
+    {SessionState.PENDING, SessionState.READY, SessionState.CONNECTED, SessionState.DISCONNECTED}
+)
+
+_S = SessionState
+SESSION_MACHINE = StateMachine(
+    label="session",
+    transitions={
+        _S.PENDING: frozenset({_S.READY, _S.ENDED}),
+        _S.READY: frozenset({_S.CONNECTED, _S.ENDED}),
+        _S.CONNECTED: frozenset({_S.DISCONNECTED, _S.ENDED}),
+        _S.DISCONNECTED: frozenset({_S.CONNECTED, _S.ENDED}),
+        _S.ENDED: frozenset(),
+    },
+)
+
+
+class TicketKind(models.TextChoices):
+    NATIVE = "native", "Native client (.vv)"
+    BROWSER = "browser", "Browser console"

@@ -1,0 +1,225 @@
+"""The broker: sessions and console tickets.
+
+Connect hands a user a desktop: their live session's, else a ready spare claimed atomically,
+else a stopped spare started or a new desktop provisioned (answered as pending). A ticket is a
+fresh console password that a worker sets on the live domain with an expiry; the password is
+returned once to the user and never stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from celery.exceptions import TimeoutError as CeleryTimeout
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from hypervisors.drivers import ConsoleTicketUnsupported, DriverError, driver_for
+from tenants.services import quota_check_desktops, quota_check_sessions, tenant_lock
+from tenants.services import tenant_require_active
+from vdi.choices import DesktopState, OnLogoff, OperationKind, PoolKind, Protocol
+from vdi.errors import Conflict
+from vdi.models import Desktop, Operation, Pool
+from vdi.services import pool_autoscale_enqueue, desktop_claim_spare, desktop_create
+from vdi.services import operation_create
+
+from .choices import LIVE_SESSION_STATES, SESSION_MACHINE, EndReason, SessionState, TicketKind
+from .models import ConnectionTicket, Session
+
+logger = logging.getLogger(__name__)
+
+READY_STATES = (SessionState.READY, SessionState.CONNECTED, SessionState.DISCONNECTED)
+SIMULATED_NOTICE = (
+    "This desktop runs on a simulated host (libvirt test driver): no console password was "
+    "set and no console will answer."
+)
+
+
+@dataclass
+class IssuedTicket:
+    ticket: ConnectionTicket
+    password: str
+    notice: str = ""
+
+
+@dataclass
+class ConnectResult:
+    session: Session
+    ticket: IssuedTicket | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.ticket is None
+
+
+# --- connect --------------------------------------------------------------------------------
+def session_connect(*, user, pool: Pool) -> ConnectResult:
+    tenant_require_active(tenant=pool.tenant)
+    if not pool.enabled:
+        raise Conflict("This pool is disabled.", code="pool_disabled")
+    with transaction.atomic():
+        tenant = tenant_lock(tenant=pool.tenant)
+        session = (
+            Session.objects.select_for_update()
+            .filter(pool=pool, user=user, state__in=LIVE_SESSION_STATES)
+            .order_by("-created_at")
+            .first()
+        )
+        if session is None:
+            live = Session.objects.filter(tenant=tenant, state__in=LIVE_SESSION_STATES).count()
+            quota_check_sessions(tenant=tenant, live_sessions=live)
+            session = _session_open(tenant=tenant, pool=pool, user=user)
+            pool_autoscale_enqueue(pool)
+    if session.state in READY_STATES:
+        return ConnectResult(session=session, ticket=ticket_issue(session=session, user=user))
+    return ConnectResult(session=session)
+
+
+def _session_open(*, tenant, pool: Pool, user) -> Session:
+    """Find or make a desktop for a new session, inside the caller's transaction."""
+    desktop = None
+    if pool.kind == PoolKind.DEDICATED:
+        desktop = (
+            Desktop.objects.filter(pool=pool, assigned_user=user)
+            .exclude(state__in=(DesktopState.DELETING, DesktopState.ERROR))
+            .first()
+        )
+    if desktop is None:
+        desktop = desktop_claim_spare(pool=pool, user=user, state=DesktopState.RUNNING)
+    if desktop is None:
+        desktop = desktop_claim_spare(pool=pool, user=user, state=DesktopState.STOPPED)
+    if desktop is None:
+        in_pool = Desktop.objects.filter(pool=pool).exclude(state=DesktopState.DELETING).count()
+        if in_pool >= pool.max_desktops:
+            raise Conflict(
+                "Every desktop in this pool is in use; try again later.", code="pool_exhausted",
+                details={"max_desktops": pool.max_desktops},
+            )
+        quota_check_desktops(tenant=tenant, vcpus=pool.vcpus, memory_mb=pool.memory_mb)
+        desktop = desktop_create(pool=pool, actor=user, start=True, assigned_user=user)
+
+    if desktop.state == DesktopState.RUNNING:
+        return Session.objects.create(
+            tenant=tenant, pool=pool, user=user, desktop=desktop,
+            state=SessionState.READY, ready_at=timezone.now(),
+        )
+    operation = (
+        Operation.objects.filter(desktop=desktop, state__in=("pending", "running")).first()
+    )
+    if operation is None and desktop.state == DesktopState.STOPPED:
+        operation = operation_create(desktop=desktop, kind=OperationKind.START, actor=user)
+    return Session.objects.create(
+        tenant=tenant, pool=pool, user=user, desktop=desktop, operation=operation
+    )
+
+
+def sessions_ready_for_desktop(*, desktop: Desktop) -> None:
+    """The desktop is running: sessions waiting for it become ready (worker side)."""
+    for session in Session.objects.filter(desktop=desktop, state=SessionState.PENDING):
+        SESSION_MACHINE.apply(session, SessionState.READY, ready_at=timezone.now())
+
+
+def sessions_fail_for_desktop(*, desktop: Desktop) -> None:
+    for session in Session.objects.filter(desktop=desktop, state=SessionState.PENDING):
+        SESSION_MACHINE.apply(
+            session, SessionState.ENDED, end_reason=EndReason.FAILED, ended_at=timezone.now()
+        )
+
+
+# --- tickets --------------------------------------------------------------------------------
+def _new_password(protocol: str) -> str:
+    # QEMU caps VNC passwords at 8 characters: VNC relies on the short expiry.
+    return secrets.token_urlsafe(32)[:8] if protocol == Protocol.VNC else secrets.token_urlsafe(32)
+
+
+def ticket_issue(*, session: Session, user, kind: str = TicketKind.NATIVE) -> IssuedTicket | None:
+    """Set a fresh console password on the session's desktop and return it once.
+
+    The web process never calls libvirt: a worker sets the password on the ``console`` queue
+    while this waits up to TICKET_WAIT_S. None means the worker did not answer in time.
+    """
+    from .tasks import ticket_apply_task
+
+    if session.state not in READY_STATES:
+        raise Conflict(f"The session is {session.state}, not ready.", code="session_not_ready",
+                       details={"state": session.state})
+    desktop = session.desktop
+    if desktop is None or desktop.state != DesktopState.RUNNING:
+        raise Conflict("The session's desktop is not running.", code="desktop_not_running")
+    protocol = Protocol.VNC if kind == TicketKind.BROWSER else session.pool.protocol
+    password = _new_password(protocol)
+    expires_at = timezone.now() + timedelta(seconds=session.pool.effective_ticket_ttl_s)
+    result = ticket_apply_task.apply_async(
+        kwargs={"desktop_id": str(desktop.id), "protocol": protocol, "password": password,
+                "valid_until": expires_at.isoformat()},
+        kwargsrepr=f"{{'desktop_id': '{desktop.id}', 'protocol': '{protocol}', 'password': '***'}}",
+        queue="console",
+    )
+    try:
+        outcome = result.get(timeout=settings.VDI["TICKET_WAIT_S"], propagate=True)
+    except CeleryTimeout:
+        logger.warning("ticket for session %s: no worker answered in time", session.id)
+        return None
+    if outcome.get("error"):
+        raise Conflict(f"The console could not be prepared: {outcome['error']}",
+                       code="console_unavailable")
+    desktop.refresh_from_db()
+    ticket = ConnectionTicket.objects.create(
+        tenant=session.tenant, session=session, desktop=desktop, kind=kind, protocol=protocol,
+        host=desktop.host.console_address,
+        port=desktop.vnc_port if protocol == Protocol.VNC else desktop.spice_port,
+        tls_port=desktop.spice_tls_port if protocol == Protocol.SPICE else None,
+        password_applied=outcome["applied"], issued_by=user, expires_at=expires_at,
+    )
+    logger.info("ticket %s issued for session %s (%s, applied=%s)", ticket.id, session.id,
+                protocol, ticket.password_applied)
+    return IssuedTicket(
+        ticket=ticket, password=password, notice="" if ticket.password_applied else SIMULATED_NOTICE
+    )
+
+
+def ticket_apply(*, desktop: Desktop, protocol: str, password: str, valid_until: datetime) -> dict:
+    """Worker side: set the password on the live domain. Never logs the password."""
+    try:
+        driver_for(desktop.host).set_console_password(desktop.name, protocol, password, valid_until)
+    except ConsoleTicketUnsupported as error:
+        logger.warning("desktop %s: console password not set: %s", desktop.name, error)
+        return {"applied": False, "error": None}
+    except DriverError as error:
+        logger.warning("desktop %s: console password failed: %s", desktop.name, error)
+        return {"applied": False, "error": str(error)}
+    return {"applied": True, "error": None}
+
+
+# --- end ------------------------------------------------------------------------------------
+def session_end(*, session: Session, actor, reason: str = EndReason.USER) -> Session:
+    """End the session and apply the pool's on_logoff to a floating desktop."""
+    with transaction.atomic():
+        session = Session.objects.select_for_update().get(pk=session.pk)
+        if session.state == SessionState.ENDED:
+            return session
+        SESSION_MACHINE.apply(session, SessionState.ENDED, end_reason=reason,
+                              ended_at=timezone.now())
+        desktop = session.desktop
+        pool = session.pool
+        if desktop is not None and pool.kind == PoolKind.FLOATING:
+            _apply_on_logoff(desktop=desktop, pool=pool)
+    return session
+
+
+def _apply_on_logoff(*, desktop: Desktop, pool: Pool) -> None:
+    busy = Operation.objects.filter(desktop=desktop, state__in=("pending", "running")).exists()
+    if pool.on_logoff == OnLogoff.KEEP or busy:
+        return
+    if pool.on_logoff == OnLogoff.RECYCLE:
+        Desktop.objects.filter(pk=desktop.pk).update(assigned_user=None)
+        if desktop.state in (DesktopState.RUNNING, DesktopState.STOPPED):
+            operation_create(desktop=desktop, kind=OperationKind.RESET, actor=None,
+                             params={"start": desktop.state == DesktopState.RUNNING})
+    elif pool.on_logoff == OnLogoff.SHUTDOWN and desktop.state == DesktopState.RUNNING:
+        Desktop.objects.filter(pk=desktop.pk).update(assigned_user=None)
+        operation_create(desktop=desktop, kind=OperationKind.SHUTDOWN, actor=None)

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class HypervisorsConfig(AppConfig):
+    name = "hypervisors"
+    default_auto_field = "django.db.models.BigAutoField"

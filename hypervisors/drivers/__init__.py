@@ -1,0 +1,35 @@
+"""Hypervisor drivers. ``driver_for(host)`` is the only way to reach a host."""
+
+from .base import (
+    ConsolePorts,
+    ConsoleTicketUnsupported,
+    DriverError,
+    HostInfo,
+    HypervisorDriver,
+    NotFound,
+    PermanentDriverError,
+    PowerState,
+    TransientDriverError,
+    Unsupported,
+)
+
+
+def driver_for(host) -> HypervisorDriver:
+    from .libvirt_driver import LibvirtDriver
+
+    return LibvirtDriver(host.uri)
+
+
+__all__ = [
+    "ConsolePorts",
+    "ConsoleTicketUnsupported",
+    "DriverError",
+    "HostInfo",
+    "HypervisorDriver",
+    "NotFound",
+    "PermanentDriverError",
+    "PowerState",
+    "TransientDriverError",
+    "Unsupported",
+    "driver_for",
+]

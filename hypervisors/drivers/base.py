@@ -1,0 +1,93 @@
+"""The hypervisor driver interface. Services talk to hosts only through this."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+
+class DriverError(Exception):
+    """A hypervisor call failed. ``transient`` errors are worth retrying."""
+
+    transient = False
+
+
+class TransientDriverError(DriverError):
+    transient = True
+
+
+class PermanentDriverError(DriverError):
+    transient = False
+
+
+class NotFound(PermanentDriverError):
+    pass
+
+
+class Unsupported(PermanentDriverError):
+    """The host's driver does not implement this call."""
+
+
+class ConsoleTicketUnsupported(Unsupported):
+    """The host cannot set console passwords (libvirt's test driver)."""
+
+
+class PowerState(str, enum.Enum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+    PAUSED = "paused"
+    CRASHED = "crashed"
+    MISSING = "missing"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    hostname: str
+    cpus: int
+    memory_mb: int
+    hypervisor: str
+    simulated: bool
+
+
+@dataclass(frozen=True)
+class ConsolePorts:
+    spice_port: int | None
+    spice_tls_port: int | None
+    vnc_port: int | None
+
+
+class HypervisorDriver(Protocol):
+    def host_info(self) -> HostInfo: ...
+
+    def volume_exists(self, pool: str, name: str) -> bool: ...
+
+    def create_volume(self, pool: str, name: str, capacity_gb: int) -> str: ...
+
+    def create_overlay(self, pool: str, name: str, base: str, capacity_gb: int) -> str: ...
+
+    def delete_volume(self, pool: str, name: str) -> None: ...
+
+    def define(self, xml: str) -> None: ...
+
+    def start(self, name: str) -> None: ...
+
+    def shutdown(self, name: str) -> None: ...
+
+    def destroy(self, name: str) -> None: ...
+
+    def reboot(self, name: str) -> None: ...
+
+    def undefine(self, name: str) -> None: ...
+
+    def power_state(self, name: str) -> PowerState: ...
+
+    def console_ports(self, name: str) -> ConsolePorts: ...
+
+    def set_console_password(
+        self, name: str, protocol: str, password: str, valid_until: datetime
+    ) -> None: ...
+
+    def list_domains(self) -> dict[str, PowerState]: ...

@@ -1,0 +1,277 @@
+"""The libvirt implementation of the driver interface: the only module that imports libvirt."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import libvirt
+from django.conf import settings
+
+from .base import (
+    ConsolePorts,
+    ConsoleTicketUnsupported,
+    DriverError,
+    HostInfo,
+    NotFound,
+    PermanentDriverError,
+    PowerState,
+    TransientDriverError,
+    Unsupported,
+)
+
+logger = logging.getLogger(__name__)
+
+# libvirt prints every error to stderr unless a handler is installed; we raise them instead.
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+_TRANSIENT_CODES = {
+    libvirt.VIR_ERR_SYSTEM_ERROR,
+    libvirt.VIR_ERR_RPC,
+    libvirt.VIR_ERR_NO_CONNECT,
+    libvirt.VIR_ERR_OPERATION_TIMEOUT,
+    libvirt.VIR_ERR_AUTH_UNAVAILABLE,
+    libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
+    libvirt.VIR_ERR_OPERATION_ABORTED,
+}
+_NOT_FOUND_CODES = {
+    libvirt.VIR_ERR_NO_DOMAIN,
+    libvirt.VIR_ERR_NO_STORAGE_VOL,
+    libvirt.VIR_ERR_NO_STORAGE_POOL,
+    libvirt.VIR_ERR_NO_NETWORK,
+}
+_UNSUPPORTED_CODES = {libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORTED}
+
+_POWER_STATES = {
+    libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_SHUTDOWN: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_PAUSED: PowerState.PAUSED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: PowerState.PAUSED,
+    libvirt.VIR_DOMAIN_SHUTOFF: PowerState.STOPPED,
+    libvirt.VIR_DOMAIN_CRASHED: PowerState.CRASHED,
+}
+
+# One connection per URI per process, shared by the worker's threads (libvirt is thread-safe).
+_connections: dict[str, libvirt.virConnect] = {}
+_connections_lock = threading.Lock()
+# Calls run here so a hung host costs a timeout, not a stuck worker.
+_executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="libvirt")
+
+
+def _classify(error: libvirt.libvirtError) -> DriverError:
+    code = error.get_error_code()
+    message = error.get_error_message() or str(error)
+    if code in _NOT_FOUND_CODES:
+        return NotFound(message)
+    if code in _UNSUPPORTED_CODES:
+        return Unsupported(f"not supported by this host: {message}")
+    if code in _TRANSIENT_CODES or error.get_error_domain() in (
+        libvirt.VIR_FROM_RPC,
+        libvirt.VIR_FROM_REMOTE,
+    ):
+        return TransientDriverError(message)
+    return PermanentDriverError(message)
+
+
+def drop_connection(uri: str) -> None:
+    with _connections_lock:
+        conn = _connections.pop(uri, None)
+    if conn is not None:
+        try:
+            conn.close()
+        except libvirt.libvirtError:
+            pass
+
+
+class LibvirtDriver:
+    def __init__(self, uri: str, timeout_s: float | None = None):
+        self.uri = uri
+        self.timeout_s = timeout_s or settings.VDI["LIBVIRT_CALL_TIMEOUT_S"]
+
+    # --- plumbing ---------------------------------------------------------------------------
+    def _connection(self) -> libvirt.virConnect:
+        with _connections_lock:
+            conn = _connections.get(self.uri)
+            if conn is not None and conn.isAlive():
+                return conn
+            conn = libvirt.open(self.uri)
+            _connections[self.uri] = conn
+            return conn
+
+    def _call(self, fn: Callable[[libvirt.virConnect], Any]) -> Any:
+        def run():
+            return fn(self._connection())
+
+        future = _executor.submit(run)
+        try:
+            return future.result(timeout=self.timeout_s)
+        except FutureTimeout:
+            drop_connection(self.uri)
+            raise TransientDriverError(
+                f"{self.uri} did not answer within {self.timeout_s:g} s"
+            ) from None
+        except libvirt.libvirtError as error:
+            classified = _classify(error)
+            if classified.transient:
+                drop_connection(self.uri)
+            raise classified from error
+
+    # --- host -------------------------------------------------------------------------------
+    def host_info(self) -> HostInfo:
+        def probe(conn):
+            _model, memory_mb, cpus, *_ = conn.getInfo()
+            return HostInfo(
+                hostname=conn.getHostname(),
+                cpus=cpus,
+                memory_mb=memory_mb,
+                hypervisor=conn.getType(),
+                simulated=conn.getType() == "TEST",
+            )
+
+        return self._call(probe)
+
+    # --- storage ----------------------------------------------------------------------------
+    def volume_exists(self, pool: str, name: str) -> bool:
+        def lookup(conn):
+            storage = conn.storagePoolLookupByName(pool)
+            try:
+                storage.storageVolLookupByName(name)
+            except libvirt.libvirtError as error:
+                if error.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                    return False
+                raise
+            return True
+
+        return self._call(lookup)
+
+    def create_volume(self, pool: str, name: str, capacity_gb: int) -> str:
+        xml = (
+            f"<volume><name>{name}</name><capacity unit='G'>{capacity_gb}</capacity>"
+            "<target><format type='qcow2'/><compat>1.1</compat></target></volume>"
+        )
+        return self._call(lambda c: c.storagePoolLookupByName(pool).createXML(xml, 0).path())
+
+    def create_overlay(self, pool: str, name: str, base: str, capacity_gb: int) -> str:
+        def create(conn):
+            storage = conn.storagePoolLookupByName(pool)
+            base_path = storage.storageVolLookupByName(base).path()
+            volume = ET.Element("volume")
+            ET.SubElement(volume, "name").text = name
+            ET.SubElement(volume, "capacity", unit="G").text = str(capacity_gb)
+            target = ET.SubElement(volume, "target")
+            ET.SubElement(target, "format", type="qcow2")
+            ET.SubElement(target, "compat").text = "1.1"
+            backing = ET.SubElement(volume, "backingStore")
+            ET.SubElement(backing, "path").text = base_path
+            ET.SubElement(backing, "format", type="qcow2")
+            return storage.createXML(ET.tostring(volume, encoding="unicode"), 0).path()
+
+        return self._call(create)
+
+    def delete_volume(self, pool: str, name: str) -> None:
+        try:
+            self._call(
+                lambda c: c.storagePoolLookupByName(pool).storageVolLookupByName(name).delete(0)
+            )
+        except NotFound:
+            pass  # already gone: deleting is idempotent
+
+    # --- domains ----------------------------------------------------------------------------
+    def define(self, xml: str) -> None:
+        self._call(lambda c: c.defineXML(xml))
+
+    def _on_domain(self, name: str, action: Callable[[libvirt.virDomain], Any]) -> Any:
+        return self._call(lambda c: action(c.lookupByName(name)))
+
+    def start(self, name: str) -> None:
+        def start(dom):
+            if not dom.isActive():
+                dom.create()
+
+        self._on_domain(name, start)
+
+    def shutdown(self, name: str) -> None:
+        self._on_domain(name, lambda d: d.shutdown() if d.isActive() else None)
+
+    def destroy(self, name: str) -> None:
+        try:
+            self._on_domain(name, lambda d: d.destroy() if d.isActive() else None)
+        except NotFound:
+            pass
+
+    def reboot(self, name: str) -> None:
+        self._on_domain(name, lambda d: d.reboot(0))
+
+    def undefine(self, name: str) -> None:
+        try:
+            self._on_domain(name, lambda d: d.undefine())
+        except NotFound:
+            pass
+
+    def power_state(self, name: str) -> PowerState:
+        try:
+            state, _reason = self._on_domain(name, lambda d: d.state())
+        except NotFound:
+            return PowerState.MISSING
+        return _POWER_STATES.get(state, PowerState.OTHER)
+
+    def list_domains(self) -> dict[str, PowerState]:
+        def listing(conn):
+            return {
+                dom.name(): _POWER_STATES.get(dom.state()[0], PowerState.OTHER)
+                for dom in conn.listAllDomains(0)
+            }
+
+        return self._call(listing)
+
+    # --- consoles ---------------------------------------------------------------------------
+    def console_ports(self, name: str) -> ConsolePorts:
+        root = ET.fromstring(self._on_domain(name, lambda d: d.XMLDesc(0)))
+
+        def port(kind: str, attribute: str) -> int | None:
+            element = root.find(f"./devices/graphics[@type='{kind}']")
+            if element is None:
+                return None
+            value = int(element.get(attribute, "-1"))
+            return value if value > 0 else None
+
+        return ConsolePorts(
+            spice_port=port("spice", "port"),
+            spice_tls_port=port("spice", "tlsPort"),
+            vnc_port=port("vnc", "port"),
+        )
+
+    def set_console_password(
+        self, name: str, protocol: str, password: str, valid_until: datetime
+    ) -> None:
+        """Set the display password on the live domain, valid until ``valid_until`` (UTC)."""
+
+        def update(dom):
+            root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE))
+            graphics = root.find(f"./devices/graphics[@type='{protocol}']")
+            if graphics is None:
+                raise PermanentDriverError(f"{name} has no {protocol} display")
+            graphics.set("passwd", password)
+            graphics.set(
+                "passwdValidTo",
+                valid_until.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
+            )
+            graphics.set("connected", "keep")
+            if protocol == "spice":
+                graphics.set("autoport", "yes")
+            dom.updateDeviceFlags(
+                ET.tostring(graphics, encoding="unicode"), libvirt.VIR_DOMAIN_AFFECT_LIVE
+            )
+
+        try:
+            self._on_domain(name, update)
+        except Unsupported as error:
+            raise ConsoleTicketUnsupported(
+                f"this host cannot set console passwords ({error})"
+            ) from error

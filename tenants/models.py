@@ -1,0 +1,77 @@
+import uuid
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+
+from .choices import ADMIN_ROLES, Role, TenantStatus
+from .scoping import TenantScopedManager
+
+slug_validator = RegexValidator(
+    r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$",
+    "Use 1-50 lowercase letters, digits and inner hyphens.",
+)
+
+
+class Tenant(models.Model):
+    """A customer organisation. Platform-owned: only staff create and suspend tenants."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    slug = models.SlugField(max_length=50, unique=True, validators=[slug_validator])
+    name = models.CharField(max_length=200)
+    status = models.CharField(
+        max_length=16, choices=TenantStatus.choices, default=TenantStatus.ACTIVE
+    )
+    # Quotas: null means unlimited.
+    max_desktops = models.PositiveIntegerField(null=True, blank=True)
+    max_vcpus = models.PositiveIntegerField(null=True, blank=True)
+    max_memory_mb = models.PositiveIntegerField(null=True, blank=True)
+    max_sessions = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Concurrent sessions."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == TenantStatus.ACTIVE
+
+
+class TenantOwnedModel(models.Model):
+    """Base of every tenant-owned table: a tenant FK and the fail-closed manager."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+
+    objects = TenantScopedManager()
+
+    class Meta:
+        abstract = True
+
+
+class Membership(TenantOwnedModel):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["tenant", "user__username"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "user"], name="membership_tenant_user_uniq")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.tenant} ({self.role})"
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role in ADMIN_ROLES
+
+

@@ -1,0 +1,33 @@
+from django.urls import include, path
+from rest_framework.routers import SimpleRouter
+
+from brokers.api.views import SessionViewSet
+from hypervisors.api.views import HostViewSet
+from tenants.api.views import TenantViewSet, TokenView
+
+from .views import DesktopViewSet, ImageViewSet, OperationViewSet, PoolViewSet
+
+UUID = "[0-9a-fA-F-]{36}"
+
+platform = SimpleRouter()
+platform.register("hosts", HostViewSet, basename="host")
+platform.register("images", ImageViewSet, basename="image")
+platform.register("tenants", TenantViewSet, basename="tenant")
+
+tenant = SimpleRouter()
+for prefix, viewset, basename in (
+    ("pools", PoolViewSet, "pool"),
+    ("desktops", DesktopViewSet, "desktop"),
+    ("sessions", SessionViewSet, "session"),
+    ("operations", OperationViewSet, "operation"),
+):
+    viewset.lookup_value_regex = UUID
+    tenant.register(prefix, viewset, basename=basename)
+HostViewSet.lookup_value_regex = ImageViewSet.lookup_value_regex = UUID
+
+app_name = "api"
+urlpatterns = [
+    path("auth/token/", TokenView.as_view(), name="auth-token"),
+    path("tenants/<slug:tenant_slug>/", include(tenant.urls)),
+    path("", include(platform.urls)),
+]

@@ -1,0 +1,96 @@
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from brokers.api.views import CONNECT_RESPONSES, pending_response, ticket_or_pending
+from brokers.services import session_connect
+from tenants.api.base import IsStaff, ScopedQuerysetMixin, TenantScopedMixin
+from tenants.scoping import scopes_disabled
+from vdi.choices import OperationKind
+from vdi.models import Desktop, Image, Operation, Pool
+from vdi.selectors import desktop_list_for_user, operation_list_for_user, pool_list_for_user
+from vdi.services import desktop_power, pool_create, pool_update
+
+from .serializers import DesktopSerializer, ImageSerializer, OperationSerializer, PoolSerializer
+
+
+class PoolViewSet(TenantScopedMixin, ScopedQuerysetMixin, viewsets.ModelViewSet):
+    model = Pool
+    serializer_class = PoolSerializer
+    filterset_fields = ["kind", "protocol", "enabled", "image"]
+    ordering_fields = ["name", "created_at"]
+    http_method_names = ["get", "post", "put", "patch", "head", "options"]
+
+    def scoped_queryset(self):
+        return pool_list_for_user(user=self.request.user, is_admin=self.is_admin)
+
+    def perform_create(self, serializer):
+        serializer.instance = pool_create(
+            tenant=self.tenant, actor=self.request.user, **serializer.validated_data
+        )
+
+    def perform_update(self, serializer):
+        serializer.instance = pool_update(
+            pool=serializer.instance, actor=self.request.user, **serializer.validated_data
+        )
+
+    @extend_schema(request=None, responses=CONNECT_RESPONSES)
+    @action(detail=True, methods=["post"])
+    def connect(self, request, tenant_slug, pk):
+        result = session_connect(user=request.user, pool=self.get_object())
+        if result.pending:
+            return pending_response(result.session)
+        return ticket_or_pending(request, result.session, result.ticket)
+
+
+def _power_action(kind: str):
+    @extend_schema(request=None, responses={202: OperationSerializer})
+    def run(self, request, tenant_slug, pk):
+        operation = desktop_power(desktop=self.get_object(), kind=kind, actor=request.user)
+        return Response(OperationSerializer(operation).data, status=status.HTTP_202_ACCEPTED)
+
+    run.__name__ = kind
+    return action(detail=True, methods=["post"])(run)
+
+
+class DesktopViewSet(TenantScopedMixin, ScopedQuerysetMixin, mixins.ListModelMixin,
+                     mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    model = Desktop
+    serializer_class = DesktopSerializer
+    filterset_fields = ["state", "pool", "host"]
+    ordering_fields = ["name", "created_at", "state"]
+
+    def scoped_queryset(self):
+        return desktop_list_for_user(user=self.request.user, is_admin=self.is_admin)
+
+    start = _power_action(OperationKind.START)
+    shutdown = _power_action(OperationKind.SHUTDOWN)
+    poweroff = _power_action(OperationKind.POWEROFF)
+    reboot = _power_action(OperationKind.REBOOT)
+    reset = _power_action(OperationKind.RESET)
+
+
+class OperationViewSet(TenantScopedMixin, ScopedQuerysetMixin, mixins.ListModelMixin,
+                       mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    model = Operation
+    serializer_class = OperationSerializer
+    filterset_fields = ["state", "kind", "desktop", "pool"]
+    ordering_fields = ["created_at"]
+
+    def scoped_queryset(self):
+        return operation_list_for_user(user=self.request.user, is_admin=self.is_admin)
+
+
+class ImageViewSet(viewsets.ModelViewSet):
+    """Golden images (platform staff)."""
+
+    permission_classes = [IsStaff]
+    serializer_class = ImageSerializer
+    filterset_fields = ["name", "tenant", "boot"]
+
+    def get_queryset(self):
+        with scopes_disabled():
+            return Image.objects.all()
+
+

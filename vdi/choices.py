@@ -1,0 +1,85 @@
+from django.db import models
+
+from .statemachine import StateMachine
+
+
+class PoolKind(models.TextChoices):
+    FLOATING = "floating", "Floating (non-persistent)"
+    DEDICATED = "dedicated", "Dedicated (persistent)"
+
+
+class Protocol(models.TextChoices):
+    SPICE = "spice", "SPICE"
+    VNC = "vnc", "VNC"
+
+
+class OnLogoff(models.TextChoices):
+    RECYCLE = "recycle", "Reset to the image and return to the pool"
+    SHUTDOWN = "shutdown", "Shut down"
+    KEEP = "keep", "Keep running"
+
+
+class ImageBoot(models.TextChoices):
+    DISK = "disk", "Boot from disk"
+    KERNEL = "kernel", "Direct kernel boot (lab)"
+
+
+class DesktopState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    PROVISIONING = "provisioning", "Provisioning"
+    STOPPED = "stopped", "Stopped"
+    STARTING = "starting", "Starting"
+    RUNNING = "running", "Running"
+    STOPPING = "stopping", "Stopping"
+    RECYCLING = "recycling", "Recycling"
+    DELETING = "deleting", "Deleting"
+    ERROR = "error", "Error"
+    UNKNOWN = "unknown", "Unknown"
+
+
+_D = DesktopState
+DESKTOP_MACHINE = StateMachine(
+    label="desktop",
+    transitions={
+        _D.PENDING: frozenset({_D.PROVISIONING, _D.DELETING, _D.ERROR}),
+        _D.PROVISIONING: frozenset({_D.STOPPED, _D.ERROR, _D.UNKNOWN}),
+        _D.STOPPED: frozenset({_D.STARTING, _D.RECYCLING, _D.DELETING, _D.ERROR, _D.UNKNOWN}),
+        _D.STARTING: frozenset({_D.RUNNING, _D.STOPPED, _D.ERROR, _D.UNKNOWN}),
+        _D.RUNNING: frozenset({_D.STOPPING, _D.STOPPED, _D.RECYCLING, _D.ERROR, _D.UNKNOWN}),
+        _D.STOPPING: frozenset({_D.STOPPED, _D.RUNNING, _D.ERROR, _D.UNKNOWN}),
+        _D.RECYCLING: frozenset({_D.STOPPED, _D.ERROR, _D.UNKNOWN}),
+        _D.DELETING: frozenset({_D.ERROR}),
+        _D.ERROR: frozenset({_D.STARTING, _D.STOPPED, _D.RECYCLING, _D.DELETING}),
+        _D.UNKNOWN: frozenset({_D.RUNNING, _D.STOPPED, _D.ERROR, _D.DELETING}),
+    },
+)
+
+
+class OperationKind(models.TextChoices):
+    PROVISION = "provision", "Provision"
+    START = "start", "Start"
+    SHUTDOWN = "shutdown", "Shut down"
+    POWEROFF = "poweroff", "Power off"
+    REBOOT = "reboot", "Reboot"
+    RESET = "reset", "Reset to image"
+    DELETE = "delete", "Delete"
+
+
+class OperationState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+_O = OperationState
+OPERATION_MACHINE = StateMachine(
+    label="operation",
+    transitions={
+        _O.PENDING: frozenset({_O.RUNNING, _O.FAILED}),
+        # running -> pending: a reaped or transiently failed operation is queued again.
+        _O.RUNNING: frozenset({_O.SUCCEEDED, _O.FAILED, _O.PENDING}),
+        _O.SUCCEEDED: frozenset(),
+        _O.FAILED: frozenset(),
+    },
+)

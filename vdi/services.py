@@ -1,0 +1,394 @@
+"""Pools, desktops and the operations that change them.
+
+Web requests call the ``pool_*`` / ``desktop_*`` functions: they record intent (rows) and
+enqueue work after commit. Workers call ``operation_run``, the only path to the hypervisor.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from hypervisors.drivers import DriverError, PowerState, TransientDriverError, driver_for
+from hypervisors.domain_xml import DomainSpec, build_domain_xml
+from hypervisors.services import host_place
+from tenants.services import quota_check_desktops, tenant_lock, tenant_require_active
+
+from .choices import DESKTOP_MACHINE, OPERATION_MACHINE, DesktopState, ImageBoot, OperationKind
+from .choices import OperationState as OpState
+from .errors import Conflict, InvalidInput
+from .models import Desktop, Operation, Pool
+
+logger = logging.getLogger(__name__)
+
+SPARE_STATES_READY = (DesktopState.PENDING, DesktopState.PROVISIONING, DesktopState.STARTING,
+                      DesktopState.RUNNING)
+SPARE_STATES_STOPPED = (DesktopState.STOPPED,)
+SHUTDOWN_GRACE_S = 60
+
+
+# --- pools ----------------------------------------------------------------------------------
+def pool_create(*, tenant, actor, **fields) -> Pool:
+    tenant_require_active(tenant=tenant)
+    pool = Pool(tenant=tenant, **fields)
+    pool.full_clean()
+    pool.save()
+    pool_autoscale_enqueue(pool)
+    return pool
+
+
+def pool_update(*, pool: Pool, actor, **fields) -> Pool:
+    for name, value in fields.items():
+        setattr(pool, name, value)
+    pool.full_clean()
+    pool.save()
+    pool_autoscale_enqueue(pool)
+    return pool
+
+
+def pool_autoscale_enqueue(pool: Pool) -> None:
+    from .tasks import pool_autoscale_task
+
+    pool_autoscale_task.delay_on_commit(str(pool.id))
+
+
+def pool_autoscale(*, pool: Pool) -> list[Desktop]:
+    """Top up the pool's spares to min_ready running and min_stopped stopped desktops.
+
+    New desktops are capped by the pool's max_desktops and the tenant's quotas; placement
+    and storm control happen when each provisioning operation runs.
+    """
+    if not pool.enabled or not pool.tenant.is_active:
+        return []
+    created = []
+    with transaction.atomic():
+        tenant = tenant_lock(tenant=pool.tenant)
+        desktops = Desktop.objects.filter(pool=pool).exclude(state=DesktopState.DELETING)
+        spares = desktops.filter(assigned_user__isnull=True)
+        total = desktops.count()
+        want_ready = pool.min_ready - spares.filter(state__in=SPARE_STATES_READY).count()
+        want_stopped = pool.min_stopped - spares.filter(state__in=SPARE_STATES_STOPPED).count()
+        for start, wanted in ((True, want_ready), (False, want_stopped)):
+            for _ in range(max(wanted, 0)):
+                if total >= pool.max_desktops:
+                    break
+                try:
+                    quota_check_desktops(tenant=tenant, vcpus=pool.vcpus, memory_mb=pool.memory_mb)
+                except Conflict as error:
+                    logger.info("pool %s not topped up: %s", pool.id, error.message)
+                    return created
+                created.append(desktop_create(pool=pool, actor=None, start=start))
+                total += 1
+    return created
+
+
+# --- desktops -------------------------------------------------------------------------------
+def desktop_create(*, pool: Pool, actor, start: bool, assigned_user=None) -> Desktop:
+    """Record a new desktop and its provisioning operation (quotas checked by the caller)."""
+    desktop = Desktop.objects.create(
+        tenant=pool.tenant,
+        pool=pool,
+        image=pool.image,
+        name=f"vdi-{uuid.uuid4().hex[:16]}",
+        vcpus=pool.vcpus,
+        memory_mb=pool.memory_mb,
+        assigned_user=assigned_user,
+    )
+    operation_create(desktop=desktop, kind=OperationKind.PROVISION, actor=actor,
+                     params={"start": start})
+    return desktop
+
+
+def desktop_claim_spare(*, pool: Pool, user, state: str) -> Desktop | None:
+    """Assign an unassigned desktop in ``state`` to ``user``; never the same one to two users.
+
+    PostgreSQL skips rows other claimers hold locked; everywhere the final update is
+    conditional on the desktop still being unassigned, so a lost race just tries the next.
+    """
+    candidates = Desktop.objects.filter(pool=pool, state=state, assigned_user__isnull=True)
+    if connection.features.has_select_for_update_skip_locked:
+        candidates = candidates.select_for_update(skip_locked=True)
+    for desktop in candidates.order_by("created_at")[:5]:
+        claimed = Desktop.objects.filter(
+            pk=desktop.pk, state=state, assigned_user__isnull=True
+        ).update(assigned_user=user)
+        if claimed:
+            desktop.assigned_user = user
+            return desktop
+    return None
+
+
+def desktop_power(*, desktop: Desktop, kind: str, actor) -> Operation:
+    """Ask for a power operation; refused at once if the desktop's state forbids it."""
+    allowed_from = {
+        OperationKind.START: (DesktopState.STOPPED, DesktopState.ERROR),
+        OperationKind.SHUTDOWN: (DesktopState.RUNNING,),
+        OperationKind.POWEROFF: (DesktopState.RUNNING, DesktopState.STOPPING,
+                                 DesktopState.UNKNOWN),
+        OperationKind.REBOOT: (DesktopState.RUNNING,),
+        OperationKind.RESET: (DesktopState.RUNNING, DesktopState.STOPPED, DesktopState.ERROR),
+        OperationKind.DELETE: (DesktopState.STOPPED, DesktopState.RUNNING, DesktopState.ERROR,
+                               DesktopState.UNKNOWN),
+    }
+    if kind not in allowed_from:
+        raise InvalidInput(f"Unknown operation {kind!r}.", details={"kind": kind})
+    with transaction.atomic():
+        desktop = Desktop.objects.select_for_update().get(pk=desktop.pk)
+        if desktop.state not in allowed_from[kind]:
+            raise Conflict(
+                f"Cannot {kind} a desktop that is {desktop.state}.", code="invalid_state",
+                details={"state": desktop.state},
+            )
+        if Operation.objects.filter(desktop=desktop, state__in=(OpState.PENDING, OpState.RUNNING)).exists():
+            raise Conflict("Another operation is in progress on this desktop.",
+                           code="operation_in_progress")
+        params = {"start": desktop.state == DesktopState.RUNNING} if kind == OperationKind.RESET else {}
+        return operation_create(desktop=desktop, kind=kind, actor=actor, params=params)
+
+
+# --- operations -----------------------------------------------------------------------------
+def operation_create(*, desktop: Desktop, kind: str, actor, params: dict | None = None) -> Operation:
+    operation = Operation.objects.create(
+        tenant=desktop.tenant,
+        desktop=desktop,
+        pool=desktop.pool,
+        kind=kind,
+        actor=actor,
+        params=params or {},
+    )
+    from .tasks import operation_run_task
+
+    operation_run_task.delay_on_commit(str(operation.id))
+    return operation
+
+
+def operation_claim(*, operation_id) -> Operation | None:
+    """Take a pending operation for this worker. A redelivered message finds it taken."""
+    deadline = timezone.now() + timedelta(seconds=settings.VDI["OPERATION_DEADLINE_S"])
+    claimed = Operation.objects.filter(pk=operation_id, state=OpState.PENDING).update(
+        state=OpState.RUNNING,
+        state_changed_at=timezone.now(),
+        started_at=timezone.now(),
+        deadline_at=deadline,
+        attempts=F("attempts") + 1,
+    )
+    if not claimed:
+        return None
+    return Operation.objects.select_related("desktop__host", "desktop__image", "pool").get(
+        pk=operation_id
+    )
+
+
+def operation_run(*, operation_id) -> str:
+    """Run one operation. Returns its final state, or ``pending`` when it should be retried."""
+    operation = operation_claim(operation_id=operation_id)
+    if operation is None:
+        return "skipped"
+    desktop = operation.desktop
+    try:
+        if desktop is None:
+            raise DriverError("the desktop no longer exists")
+        _EXECUTORS[operation.kind](desktop, operation)
+    except DriverError as error:
+        if error.transient and operation.attempts < operation.max_attempts:
+            OPERATION_MACHINE.apply(operation, OpState.PENDING, error=str(error))
+            logger.info("operation %s will be retried: %s", operation.id, error)
+            return OpState.PENDING
+        operation_fail(operation=operation, error=str(error))
+        return OpState.FAILED
+    except Exception as error:  # noqa: BLE001 - recorded, then re-raised for the worker log
+        operation_fail(operation=operation, error=f"internal error: {error}")
+        raise
+    OPERATION_MACHINE.apply(operation, OpState.SUCCEEDED, finished_at=timezone.now(), error="")
+    return OpState.SUCCEEDED
+
+
+def operation_fail(*, operation: Operation, error: str) -> None:
+    OPERATION_MACHINE.apply(operation, OpState.FAILED, finished_at=timezone.now(), error=error)
+    if operation.desktop_id:
+        desktop = Desktop.objects.filter(pk=operation.desktop_id).first()
+        if desktop and DESKTOP_MACHINE.can(desktop.state, DesktopState.ERROR):
+            DESKTOP_MACHINE.apply(desktop, DesktopState.ERROR, last_error=error)
+        from brokers.services import sessions_fail_for_desktop
+
+        if desktop:
+            sessions_fail_for_desktop(desktop=desktop)
+    logger.warning("operation %s (%s) failed: %s", operation.id, operation.kind, error)
+
+
+def operations_reap() -> int:
+    """Fail or requeue operations whose worker died: running past their deadline."""
+    reaped = 0
+    stuck = Operation.objects.filter(state=OpState.RUNNING, deadline_at__lt=timezone.now())
+    for operation in stuck:
+        if operation.attempts < operation.max_attempts:
+            updated = Operation.objects.filter(pk=operation.pk, state=OpState.RUNNING).update(
+                state=OpState.PENDING, state_changed_at=timezone.now(),
+                error="requeued: its worker stopped answering",
+            )
+            if updated:
+                from .tasks import operation_run_task
+
+                operation_run_task.delay(str(operation.id))
+        else:
+            operation_fail(operation=operation, error="timed out: its worker stopped answering")
+        reaped += 1
+    return reaped
+
+
+# --- executors: run in workers, the only code that drives hosts -----------------------------
+def _domain_spec(desktop: Desktop, disk_path: str) -> DomainSpec:
+    host, image = desktop.host, desktop.image
+    kernel_boot = image.boot == ImageBoot.KERNEL
+    return DomainSpec(
+        name=desktop.name,
+        uuid=str(desktop.id),
+        virt_type=host.virt_type,
+        vcpus=desktop.vcpus,
+        memory_mb=desktop.memory_mb,
+        disk_path=disk_path,
+        console_address=host.console_address,
+        network=host.network,
+        kernel=image.kernel if kernel_boot else "",
+        initrd=image.initrd if kernel_boot else "",
+        cmdline=image.cmdline if kernel_boot else "",
+        title=f"{desktop.pool.name} / {desktop.name}",
+        metadata={"tenant": desktop.tenant.slug, "pool": str(desktop.pool_id)},
+    )
+
+
+def _volume_name(desktop: Desktop) -> str:
+    return f"{desktop.name}.qcow2"
+
+
+def _build_disk_and_domain(desktop: Desktop) -> None:
+    host, image = desktop.host, desktop.image
+    driver = driver_for(host)
+    if not driver.volume_exists(host.storage_pool, image.base_volume):
+        if not host.is_simulated:
+            raise DriverError(
+                f"image base volume {image.base_volume!r} is missing from storage pool "
+                f"{host.storage_pool!r} on {host.name}"
+            )
+        # A simulated host has no real disks: give it an empty base so clones can be made.
+        driver.create_volume(host.storage_pool, image.base_volume, image.disk_gb)
+    volume = _volume_name(desktop)
+    driver.delete_volume(host.storage_pool, volume)  # a half-made clone from an earlier try
+    path = driver.create_overlay(host.storage_pool, volume, image.base_volume, image.disk_gb)
+    driver.define(build_domain_xml(_domain_spec(desktop, path)))
+    Desktop.objects.filter(pk=desktop.pk).update(volume_name=volume)
+    desktop.volume_name = volume
+
+
+def _provision(desktop: Desktop, operation: Operation) -> None:
+    if desktop.state == DesktopState.PENDING:
+        DESKTOP_MACHINE.apply(desktop, DesktopState.PROVISIONING)
+    if desktop.host_id is None:
+        with transaction.atomic():
+            host = host_place(vcpus=desktop.vcpus, memory_mb=desktop.memory_mb)
+            if host is None:
+                raise TransientDriverError("no enabled host has room for this desktop")
+            Desktop.objects.filter(pk=desktop.pk).update(host=host)
+            desktop.host = host
+    _build_disk_and_domain(desktop)
+    DESKTOP_MACHINE.apply(desktop, DesktopState.STOPPED)
+    if operation.params.get("start"):
+        _start(desktop, operation)
+
+
+def _refresh_ports(desktop: Desktop) -> None:
+    ports = driver_for(desktop.host).console_ports(desktop.name)
+    Desktop.objects.filter(pk=desktop.pk).update(
+        spice_port=ports.spice_port, spice_tls_port=ports.spice_tls_port, vnc_port=ports.vnc_port
+    )
+
+
+def _start(desktop: Desktop, operation: Operation) -> None:
+    if desktop.state != DesktopState.STARTING:
+        DESKTOP_MACHINE.apply(desktop, DesktopState.STARTING)
+    driver_for(desktop.host).start(desktop.name)
+    _refresh_ports(desktop)
+    DESKTOP_MACHINE.apply(desktop, DesktopState.RUNNING, last_error="")
+    from brokers.services import sessions_ready_for_desktop
+
+    sessions_ready_for_desktop(desktop=desktop)
+
+
+def _wait_stopped(desktop: Desktop, timeout_s: float) -> bool:
+    driver = driver_for(desktop.host)
+    until = time.monotonic() + timeout_s
+    while time.monotonic() < until:
+        if driver.power_state(desktop.name) in (PowerState.STOPPED, PowerState.MISSING):
+            return True
+        time.sleep(1)
+    return False
+
+
+def _stopped(desktop: Desktop) -> None:
+    Desktop.objects.filter(pk=desktop.pk).update(spice_port=None, spice_tls_port=None,
+                                                 vnc_port=None)
+    DESKTOP_MACHINE.apply(desktop, DesktopState.STOPPED)
+
+
+def _shutdown(desktop: Desktop, operation: Operation) -> None:
+    if desktop.state != DesktopState.STOPPING:
+        DESKTOP_MACHINE.apply(desktop, DesktopState.STOPPING)
+    driver = driver_for(desktop.host)
+    driver.shutdown(desktop.name)
+    if not _wait_stopped(desktop, operation.params.get("grace_s", SHUTDOWN_GRACE_S)):
+        logger.info("desktop %s ignored shutdown; powering off", desktop.name)
+        driver.destroy(desktop.name)
+    _stopped(desktop)
+
+
+def _poweroff(desktop: Desktop, operation: Operation) -> None:
+    if desktop.state != DesktopState.STOPPING:
+        DESKTOP_MACHINE.apply(desktop, DesktopState.STOPPING)
+    driver_for(desktop.host).destroy(desktop.name)
+    _stopped(desktop)
+
+
+def _reboot(desktop: Desktop, operation: Operation) -> None:
+    driver_for(desktop.host).reboot(desktop.name)
+
+
+def _reset(desktop: Desktop, operation: Operation) -> None:
+    """Back to the image: a fresh overlay under the same identity (name, uuid, owner)."""
+    if desktop.state != DesktopState.RECYCLING:
+        DESKTOP_MACHINE.apply(desktop, DesktopState.RECYCLING)
+    driver_for(desktop.host).destroy(desktop.name)
+    _build_disk_and_domain(desktop)
+    DESKTOP_MACHINE.apply(desktop, DesktopState.STOPPED)
+    if operation.params.get("start"):
+        _start(desktop, operation)
+
+
+def _delete(desktop: Desktop, operation: Operation) -> None:
+    if desktop.state != DesktopState.DELETING:
+        DESKTOP_MACHINE.apply(desktop, DesktopState.DELETING)
+    if desktop.host_id:
+        driver = driver_for(desktop.host)
+        driver.destroy(desktop.name)
+        driver.undefine(desktop.name)
+        if desktop.volume_name:
+            driver.delete_volume(desktop.host.storage_pool, desktop.volume_name)
+    desktop.delete()
+
+
+_EXECUTORS = {
+    OperationKind.PROVISION: _provision,
+    OperationKind.START: _start,
+    OperationKind.SHUTDOWN: _shutdown,
+    OperationKind.POWEROFF: _poweroff,
+    OperationKind.REBOOT: _reboot,
+    OperationKind.RESET: _reset,
+    OperationKind.DELETE: _delete,
+}
+

@@ -1,0 +1,33 @@
+from .choices import OperationState
+from .models import Operation, Pool
+from .services import operation_run, operations_reap, pool_autoscale
+from .taskutils import platform_task
+
+
+@platform_task("vdi.operation_run", acks_late=True)
+def operation_run_task(operation_id: str, **_kwargs) -> str:
+    # Safe to redeliver: operation_run claims the row and does nothing if it is taken.
+    outcome = operation_run(operation_id=operation_id)
+    if outcome == OperationState.PENDING:
+        attempts = Operation.objects.values_list("attempts", flat=True).get(pk=operation_id)
+        operation_run_task.apply_async((operation_id,), countdown=min(2**attempts, 60))
+    return outcome
+
+
+@platform_task("vdi.pool_autoscale", acks_late=True)
+def pool_autoscale_task(pool_id: str, **_kwargs) -> int:
+    pool = Pool.objects.select_related("tenant", "image").filter(pk=pool_id).first()
+    if pool is None:
+        return 0
+    return len(pool_autoscale(pool=pool))
+
+
+@platform_task("vdi.pools_autoscale")
+def pools_autoscale_task(**_kwargs) -> None:
+    for pool_id in Pool.objects.filter(enabled=True).values_list("id", flat=True):
+        pool_autoscale_task.delay(str(pool_id))
+
+
+@platform_task("vdi.operations_reap")
+def operations_reap_task(**_kwargs) -> int:
+    return operations_reap()
