@@ -59,6 +59,9 @@ _POWER_STATES = {
 
 # One connection per URI per process, shared by the worker's threads (libvirt is thread-safe).
 _connections: dict[str, libvirt.virConnect] = {}
+# Each URI opens under its own lock, so a host that hangs while connecting stalls only its own
+# callers; the shared lock guards the dictionaries and is never held across a libvirt call.
+_open_locks: dict[str, threading.Lock] = {}
 _connections_lock = threading.Lock()
 # Calls run here so a hung host costs a timeout, not a stuck worker.
 _executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="libvirt")
@@ -79,6 +82,30 @@ def _classify(error: libvirt.libvirtError) -> DriverError:
     return PermanentDriverError(message)
 
 
+def _find_volume(storage: libvirt.virStoragePool, name: str) -> libvirt.virStorageVol | None:
+    try:
+        return storage.storageVolLookupByName(name)
+    except libvirt.libvirtError as error:
+        if error.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+            return None
+        raise
+
+
+def _volume_xml(name: str, capacity_gb: int, backing_path: str = "") -> str:
+    """A qcow2 volume; with ``backing_path``, a linked clone of that volume."""
+    volume = ET.Element("volume")
+    ET.SubElement(volume, "name").text = name
+    ET.SubElement(volume, "capacity", unit="G").text = str(capacity_gb)
+    target = ET.SubElement(volume, "target")
+    ET.SubElement(target, "format", type="qcow2")
+    ET.SubElement(target, "compat").text = "1.1"
+    if backing_path:
+        backing = ET.SubElement(volume, "backingStore")
+        ET.SubElement(backing, "path").text = backing_path
+        ET.SubElement(backing, "format", type="qcow2")
+    return ET.tostring(volume, encoding="unicode")
+
+
 def drop_connection(uri: str) -> None:
     with _connections_lock:
         conn = _connections.pop(uri, None)
@@ -97,11 +124,15 @@ class LibvirtDriver:
     # --- plumbing ---------------------------------------------------------------------------
     def _connection(self) -> libvirt.virConnect:
         with _connections_lock:
-            conn = _connections.get(self.uri)
+            open_lock = _open_locks.setdefault(self.uri, threading.Lock())
+        with open_lock:
+            with _connections_lock:
+                conn = _connections.get(self.uri)
             if conn is not None and conn.isAlive():
                 return conn
             conn = libvirt.open(self.uri)
-            _connections[self.uri] = conn
+            with _connections_lock:
+                _connections[self.uri] = conn
             return conn
 
     def _call(self, fn: Callable[[libvirt.virConnect], Any]) -> Any:
@@ -138,49 +169,30 @@ class LibvirtDriver:
 
     # --- storage ----------------------------------------------------------------------------
     def volume_exists(self, pool: str, name: str) -> bool:
-        def lookup(conn):
-            storage = conn.storagePoolLookupByName(pool)
-            try:
-                storage.storageVolLookupByName(name)
-            except libvirt.libvirtError as error:
-                if error.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
-                    return False
-                raise
-            return True
-
-        return self._call(lookup)
+        return self._call(
+            lambda c: _find_volume(c.storagePoolLookupByName(pool), name) is not None
+        )
 
     def create_volume(self, pool: str, name: str, capacity_gb: int) -> str:
-        xml = (
-            f"<volume><name>{name}</name><capacity unit='G'>{capacity_gb}</capacity>"
-            "<target><format type='qcow2'/><compat>1.1</compat></target></volume>"
-        )
+        xml = _volume_xml(name, capacity_gb)
         return self._call(lambda c: c.storagePoolLookupByName(pool).createXML(xml, 0).path())
 
     def create_overlay(self, pool: str, name: str, base: str, capacity_gb: int) -> str:
         def create(conn):
             storage = conn.storagePoolLookupByName(pool)
             base_path = storage.storageVolLookupByName(base).path()
-            volume = ET.Element("volume")
-            ET.SubElement(volume, "name").text = name
-            ET.SubElement(volume, "capacity", unit="G").text = str(capacity_gb)
-            target = ET.SubElement(volume, "target")
-            ET.SubElement(target, "format", type="qcow2")
-            ET.SubElement(target, "compat").text = "1.1"
-            backing = ET.SubElement(volume, "backingStore")
-            ET.SubElement(backing, "path").text = base_path
-            ET.SubElement(backing, "format", type="qcow2")
-            return storage.createXML(ET.tostring(volume, encoding="unicode"), 0).path()
+            return storage.createXML(_volume_xml(name, capacity_gb, base_path), 0).path()
 
         return self._call(create)
 
     def delete_volume(self, pool: str, name: str) -> None:
-        try:
-            self._call(
-                lambda c: c.storagePoolLookupByName(pool).storageVolLookupByName(name).delete(0)
-            )
-        except NotFound:
-            pass  # already gone: deleting is idempotent
+        def delete(conn):
+            # Only the volume may be missing (already deleted); a missing pool is an error.
+            volume = _find_volume(conn.storagePoolLookupByName(pool), name)
+            if volume is not None:
+                volume.delete(0)
+
+        self._call(delete)
 
     # --- domains ----------------------------------------------------------------------------
     def define(self, xml: str) -> None:
