@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from .choices import HostState
@@ -52,7 +52,6 @@ def host_place(*, vcpus: int, memory_mb: int) -> Host | None:
         .annotate(
             used_vcpus=Sum("desktops__vcpus", filter=reserving, default=0),
             used_memory=Sum("desktops__memory_mb", filter=reserving, default=0),
-            booting=Count("desktops", filter=Q(desktops__state="starting")),
         )
         .order_by("used_vcpus", "name")
     )

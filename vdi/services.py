@@ -278,7 +278,11 @@ def _build_disk_and_domain(desktop: Desktop) -> None:
                 f"{host.storage_pool!r} on {host.name}"
             )
         # A simulated host has no real disks: give it an empty base so clones can be made.
-        driver.create_volume(host.storage_pool, image.base_volume, image.disk_gb)
+        try:
+            driver.create_volume(host.storage_pool, image.base_volume, image.disk_gb)
+        except DriverError:
+            if not driver.volume_exists(host.storage_pool, image.base_volume):
+                raise  # not a concurrent provisioning that created it first
     volume = _volume_name(desktop)
     driver.delete_volume(host.storage_pool, volume)  # a half-made clone from an earlier try
     path = driver.create_overlay(host.storage_pool, volume, image.base_volume, image.disk_gb)

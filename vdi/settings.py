@@ -128,6 +128,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -185,12 +186,14 @@ else:
     # Embedded default: a broker made of files, so the demo needs no server at all.
     _queue_dir = DATA_DIR / "celery" / "queue"
     _results_dir = DATA_DIR / "celery" / "results"
-    for _d in (_queue_dir, _results_dir):
+    _control_dir = DATA_DIR / "celery" / "control"
+    for _d in (_queue_dir, _results_dir, _control_dir):
         _d.mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_queue_dir),
         "data_folder_out": str(_queue_dir),
+        "control_folder": str(_control_dir),
         "polling_interval": 0.1,
     }
     CELERY_RESULT_BACKEND = f"file://{_results_dir}"

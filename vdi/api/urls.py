@@ -1,4 +1,5 @@
-from django.urls import include, path
+from django.http import JsonResponse
+from django.urls import include, path, re_path
 from rest_framework.routers import SimpleRouter
 
 from brokers.api.views import SessionViewSet
@@ -25,9 +26,18 @@ for prefix, viewset, basename in (
     tenant.register(prefix, viewset, basename=basename)
 HostViewSet.lookup_value_regex = ImageViewSet.lookup_value_regex = UUID
 
+
+
+def not_found(request, *args, **kwargs):
+    """Unknown API paths answer in the API's error envelope, not an HTML page."""
+    body = {"error": {"code": "not_found", "message": "Not found.", "details": {}}}
+    return JsonResponse(body, status=404)
+
+
 app_name = "api"
 urlpatterns = [
     path("auth/token/", TokenView.as_view(), name="auth-token"),
     path("tenants/<slug:tenant_slug>/", include(tenant.urls)),
     path("", include(platform.urls)),
+    re_path(r"", not_found),
 ]

@@ -1,0 +1,112 @@
+"""Shared fixtures: a tenant with every role, a simulated host, an image and pools."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from hypervisors.choices import HostState
+from hypervisors.models import Host
+from tenants.choices import Role
+from tenants.scoping import scopes_disabled, tenant_scope
+from tenants.services import membership_add, tenant_create
+from vdi import celery_app
+from vdi.models import Image
+from vdi.services import pool_create
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def make_user(db):
+    def make(username: str, **extra):
+        return get_user_model().objects.create_user(username=username, password=PASSWORD,
+                                                    email=f"{username}@example.com", **extra)
+
+    return make
+
+
+@pytest.fixture
+def tenant(db):
+    return tenant_create(slug="acme", name="Acme")
+
+
+@pytest.fixture
+def other_tenant(db):
+    return tenant_create(slug="globex", name="Globex")
+
+
+@pytest.fixture
+def users(make_user, tenant, other_tenant):
+    """One user per role in ``tenant``, plus an outsider (admin of another tenant) and staff."""
+    people = {role: make_user(role) for role in ("owner", "admin", "member")}
+    for role, user in people.items():
+        membership_add(tenant=tenant, user=user, role=Role(role))
+    people["outsider"] = make_user("outsider")
+    membership_add(tenant=other_tenant, user=people["outsider"], role=Role.ADMIN)
+    people["staff"] = make_user("staff", is_staff=True)
+    return people
+
+
+@pytest.fixture
+def host(db):
+    return Host.objects.create(
+        name="sim-1", uri="test:///default", virt_type="qemu", console_address="127.0.0.1",
+        storage_pool="default-pool", state=HostState.UP, cpus=16, memory_mb=65536,
+    )
+
+
+@pytest.fixture
+def image(db):
+    with scopes_disabled():
+        return Image.objects.create(name="debian", version=1, base_volume="debian-v1.qcow2",
+                                    disk_gb=1, default_memory_mb=512)
+
+
+@pytest.fixture
+def make_pool(tenant, image, users):
+    def make(**fields):
+        defaults = {"name": "Office", "image": image, "min_ready": 0, "max_desktops": 5,
+                    "memory_mb": 256}
+        defaults.update(fields)
+        with tenant_scope(tenant):
+            return pool_create(tenant=tenant, actor=users["admin"], **defaults)
+
+    return make
+
+
+@pytest.fixture
+def api(users):
+    """``api(role)``: an APIClient authenticated with a real API token for that role."""
+
+    def client(role: str | None = None) -> APIClient:
+        c = APIClient()
+        if role is not None:
+            response = c.post("/api/v1/auth/token/",
+                              {"username": users[role].username, "password": PASSWORD},
+                              format="json")
+            assert response.status_code == 200, response.content
+            c.credentials(HTTP_AUTHORIZATION=f"Token {response.json()['token']}")
+        return c
+
+    return client
+
+
+@pytest.fixture
+def run_tasks(django_capture_on_commit_callbacks):
+    """Inside ``with run_tasks():`` tasks enqueued on commit run at once, in this process."""
+
+    @contextlib.contextmanager
+    def block():
+        previous = celery_app.conf.task_always_eager
+        celery_app.conf.task_always_eager = True
+        try:
+            with django_capture_on_commit_callbacks(execute=True):
+                yield
+        finally:
+            celery_app.conf.task_always_eager = previous
+
+    return block

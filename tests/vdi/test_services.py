@@ -1,0 +1,123 @@
+"""Pools, spares, operations and power actions, run eagerly on a simulated host."""
+
+import pytest
+
+from hypervisors.drivers import driver_for
+from tenants.scoping import scopes_disabled, tenant_scope
+from vdi.choices import DesktopState, OperationState
+from vdi.errors import Conflict, QuotaExceeded
+from vdi.models import Desktop, Operation
+from vdi.services import (
+    desktop_claim_spare,
+    desktop_power,
+    operation_run,
+    pool_autoscale,
+)
+
+
+def desktops(tenant, **filters):
+    with tenant_scope(tenant):
+        return list(Desktop.objects.filter(**filters).order_by("created_at"))
+
+
+def test_pool_create_provisions_min_ready_running_spares(make_pool, tenant, host, run_tasks):
+    with run_tasks():
+        pool = make_pool(min_ready=2, min_stopped=1)
+    running = desktops(tenant, pool=pool, state=DesktopState.RUNNING)
+    stopped = desktops(tenant, pool=pool, state=DesktopState.STOPPED)
+    assert len(running) == 2 and len(stopped) == 1
+    domains = driver_for(host).list_domains()
+    for desktop in running + stopped:
+        assert desktop.host == host and desktop.assigned_user is None
+        assert desktop.name in domains
+    with tenant_scope(tenant):
+        ops = Operation.objects.filter(pool=pool)
+        assert ops.count() == 3
+        assert set(ops.values_list("state", flat=True)) == {OperationState.SUCCEEDED}
+
+
+def test_autoscale_respects_max_desktops_and_is_idempotent(make_pool, tenant, host, run_tasks):
+    with run_tasks():
+        pool = make_pool(min_ready=3, max_desktops=3)
+    with scopes_disabled():
+        assert pool_autoscale(pool=pool) == []  # already topped up
+    assert len(desktops(tenant, pool=pool)) == 3
+
+
+def test_autoscale_stops_at_the_tenant_quota(make_pool, tenant, host, run_tasks):
+    tenant.max_vcpus = 2
+    tenant.save()
+    with run_tasks():
+        pool = make_pool(min_ready=4, vcpus=1)
+    assert len(desktops(tenant, pool=pool)) == 2
+
+
+def test_provisioning_without_a_host_fails_visibly_after_retries(make_pool, tenant, run_tasks):
+    with run_tasks():
+        pool = make_pool(min_ready=1)
+    with tenant_scope(tenant):
+        operation = Operation.objects.get(pool=pool)
+        # Each retry is enqueued with a countdown; run the remaining attempts by hand.
+        while operation.state == OperationState.PENDING:
+            with scopes_disabled():
+                operation_run(operation_id=operation.id)
+            operation.refresh_from_db()
+        assert operation.state == OperationState.FAILED
+        assert "no enabled host" in operation.error
+        assert operation.attempts == operation.max_attempts
+        assert Desktop.objects.get(pool=pool).state == DesktopState.ERROR
+
+
+def test_a_redelivered_operation_does_nothing_twice(make_pool, tenant, host, run_tasks):
+    with run_tasks():
+        pool = make_pool(min_ready=1)
+    with tenant_scope(tenant):
+        operation = Operation.objects.get(pool=pool)
+    with scopes_disabled():
+        assert operation_run(operation_id=operation.id) == "skipped"
+    operation.refresh_from_db()
+    assert operation.attempts == 1
+
+
+def test_a_spare_is_claimed_by_one_user_only(make_pool, tenant, host, users, run_tasks):
+    with run_tasks():
+        pool = make_pool(min_ready=1)
+    with tenant_scope(tenant):
+        first = desktop_claim_spare(pool=pool, user=users["member"], state=DesktopState.RUNNING)
+        second = desktop_claim_spare(pool=pool, user=users["admin"], state=DesktopState.RUNNING)
+    assert first is not None and first.assigned_user == users["member"]
+    assert second is None
+
+
+def test_power_actions_follow_the_state_machine(make_pool, tenant, host, users, run_tasks):
+    with run_tasks():
+        pool = make_pool(min_ready=1)
+    desktop = desktops(tenant, pool=pool)[0]
+
+    def power(kind):
+        with tenant_scope(tenant), run_tasks():
+            desktop_power(desktop=desktop, kind=kind, actor=users["admin"])
+        with scopes_disabled():
+            found = Desktop.objects.filter(pk=desktop.pk).first()
+        return found.state if found else None
+
+    assert power("poweroff") == DesktopState.STOPPED
+    with tenant_scope(tenant), pytest.raises(Conflict) as refused:
+        desktop.refresh_from_db()
+        desktop_power(desktop=desktop, kind="shutdown", actor=users["admin"])
+    assert refused.value.code == "invalid_state"
+    assert power("start") == DesktopState.RUNNING
+    assert power("reboot") == DesktopState.RUNNING
+    assert power("reset") == DesktopState.RUNNING
+    assert power("shutdown") == DesktopState.STOPPED
+    assert power("delete") is None
+    assert desktop.name not in driver_for(host).list_domains()
+
+
+def test_quota_exceeded_is_a_conflict_with_its_code(tenant):
+    from tenants.services import quota_check_desktops
+
+    tenant.max_desktops = 0
+    with pytest.raises(QuotaExceeded) as error:
+        quota_check_desktops(tenant=tenant, vcpus=1, memory_mb=256)
+    assert error.value.code == "quota_exceeded" and error.value.status == 409
