@@ -56,3 +56,11 @@ class OperationAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+@admin.register(PoolEntitlement)
+class PoolEntitlementAdmin(admin.ModelAdmin):
+    list_display = ["pool", "user", "tenant"]
+    list_filter = ["tenant"]
+    search_fields = ["pool__name", "user__username"]
+    autocomplete_fields = ["user"]

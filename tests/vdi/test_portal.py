@@ -1,0 +1,130 @@
+"""The portal: login, tenant dashboard, Connect, ticket page, .vv download, end."""
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from brokers.models import Session
+from tenants.scoping import scopes_disabled
+from tests.conftest import PASSWORD
+
+
+@pytest.fixture
+def logged_in(client, users):
+    def login(role):
+        assert client.login(username=users[role].username, password=PASSWORD)
+        return client
+
+    return login
+
+
+def test_login_page_and_redirect_to_the_only_tenant(client, users, tenant):
+    assert client.get("/accounts/login/").status_code == 200
+    response = client.post("/accounts/login/", {"username": "member", "password": PASSWORD})
+    assert response.status_code == 302
+    assert client.get("/").headers["Location"] == "/t/acme/"
+
+
+def test_wrong_password_shows_an_error(client, users):
+    response = client.post("/accounts/login/", {"username": "member", "password": "wrong"})
+    assert response.status_code == 200 and b"didn't match" in response.content
+
+
+def test_pages_need_login(client, tenant):
+    response = client.get("/t/acme/")
+    assert response.status_code == 302 and response.headers["Location"].startswith("/accounts/login/")
+
+
+def test_dashboard_lists_entitled_pools_with_connect(logged_in, make_pool):
+    make_pool(name="Office")
+    make_pool(name="Secret", entitle_all_members=False)
+    html = logged_in("member").get("/t/acme/").content.decode()
+    assert "Office" in html and "Secret" not in html and "Connect" in html
+
+
+def test_non_members_get_404_on_tenant_pages(logged_in, make_pool):
+    pool = make_pool()
+    client = logged_in("outsider")
+    assert client.get("/t/acme/").status_code == 404
+    assert client.post(f"/t/acme/pools/{pool.id}/connect/").status_code == 404
+    with scopes_disabled():
+        assert Session.objects.count() == 0
+
+
+def test_tenant_switcher_lists_every_tenant_of_the_user(logged_in, users, other_tenant):
+    from tenants.services import membership_add
+
+    membership_add(tenant=other_tenant, user=users["member"])
+    client = logged_in("member")
+    assert client.get("/").status_code == 200  # two tenants: a choice, not a redirect
+    html = client.get("/t/acme/").content.decode()
+    assert "/t/globex/" in html and "/t/acme/" in html
+
+
+def test_connect_shows_the_ticket_then_the_vv_downloads(logged_in, make_pool, host, run_tasks):
+    with run_tasks():
+        pool = make_pool(min_ready=1)
+    client = logged_in("member")
+    with run_tasks():
+        response = client.post(f"/t/acme/pools/{pool.id}/connect/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Connection details" in html and 'id="ticket-password"' in html
+    assert "simulated host" in html
+    with scopes_disabled():
+        session = Session.objects.get()
+    assert session.state == "ready"
+    with run_tasks():
+        vv = client.get(f"/t/acme/sessions/{session.id}/console.vv")
+    assert vv.status_code == 200 and vv["Content-Type"] == "application/x-virt-viewer"
+    assert vv.content.startswith(b"[virt-viewer]\n")
+    assert "attachment" in vv["Content-Disposition"]
+
+
+def test_connect_without_a_spare_shows_preparing(logged_in, make_pool, host):
+    pool = make_pool(min_ready=0)
+    response = logged_in("member").post(f"/t/acme/pools/{pool.id}/connect/")
+    html = response.content.decode()
+    assert response.status_code == 200 and "Preparing your desktop" in html
+    assert 'http-equiv="refresh"' in html
+
+
+def test_connect_to_a_disabled_pool_explains_why(logged_in, make_pool, host):
+    pool = make_pool(enabled=False)
+    response = logged_in("member").post(f"/t/acme/pools/{pool.id}/connect/", follow=True)
+    assert b"This pool is disabled." in response.content
+    with scopes_disabled():
+        assert Session.objects.count() == 0
+
+
+def test_end_session_from_the_portal(logged_in, make_pool, host, run_tasks):
+    with run_tasks():
+        pool = make_pool(min_ready=1)
+    client = logged_in("member")
+    with run_tasks():
+        client.post(f"/t/acme/pools/{pool.id}/connect/")
+    with scopes_disabled():
+        session = Session.objects.get()
+    with run_tasks():
+        response = client.post(f"/t/acme/sessions/{session.id}/end/")
+    assert response.status_code == 302
+    session.refresh_from_db()
+    assert session.state == "ended"
+
+
+def test_another_users_session_is_404(logged_in, make_pool, host, run_tasks, users):
+    with run_tasks():
+        pool = make_pool(min_ready=1)
+    with run_tasks():
+        logged_in("member").post(f"/t/acme/pools/{pool.id}/connect/")
+    with scopes_disabled():
+        session = Session.objects.get()
+    client = logged_in("admin")
+    assert client.get(f"/t/acme/sessions/{session.id}/").status_code == 404
+    assert client.get(f"/t/acme/sessions/{session.id}/console.vv").status_code == 404
+
+
+def test_logout(logged_in):
+    client = logged_in("member")
+    assert client.post("/accounts/logout/").status_code == 302
+    assert client.get("/t/acme/").status_code == 302
+    assert get_user_model().objects.filter(username="member").exists()

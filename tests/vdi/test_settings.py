@@ -1,0 +1,47 @@
+"""Settings come from the environment; production refuses to start without a secret."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_check(tmp_path, **env):
+    clean = {k: v for k, v in os.environ.items()
+             if k not in {"SECRET_KEY", "VDI_ENV", "DATABASE_URL", "DEBUG", "DJANGO_SETTINGS_MODULE"}}
+    clean.update(VDI_DATA_DIR=str(tmp_path), **env)
+    return subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=clean,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_production_requires_a_secret_key(tmp_path):
+    result = run_check(tmp_path)
+    assert result.returncode != 0 and "SECRET_KEY must be set" in result.stderr
+
+
+def test_production_with_a_secret_passes_the_deploy_check(tmp_path):
+    result = run_check(tmp_path, SECRET_KEY="x" * 60, ALLOWED_HOSTS="vdi.example.com")
+    assert result.returncode == 0, result.stderr
+    clean = {k: v for k, v in os.environ.items() if k not in {"DJANGO_SETTINGS_MODULE", "VDI_ENV"}}
+    clean.update(VDI_DATA_DIR=str(tmp_path), SECRET_KEY="x" * 60 + "-0123456789abcdefABCDEF",
+                 ALLOWED_HOSTS="vdi.example.com")
+    deploy = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level",
+                             "WARNING"], cwd=ROOT, env=clean, capture_output=True, text=True,
+                            timeout=120)
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+
+
+def test_demo_profile_defaults(tmp_path):
+    result = run_check(tmp_path, VDI_ENV="demo")
+    assert result.returncode == 0, result.stderr
+
+
+def test_unknown_profile_is_refused(tmp_path):
+    result = run_check(tmp_path, VDI_ENV="staging")
+    assert result.returncode != 0 and "VDI_ENV must be" in result.stderr
+
+
+def test_debug_is_off_unless_asked(settings):
+    assert settings.DEBUG is False
