@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from hypervisors.drivers import DriverError, PowerState, TransientDriverError, driver_for
@@ -28,9 +28,6 @@ from .models import Desktop, Operation, Pool
 
 logger = logging.getLogger(__name__)
 
-SPARE_STATES_READY = (DesktopState.PENDING, DesktopState.PROVISIONING, DesktopState.STARTING,
-                      DesktopState.RUNNING)
-SPARE_STATES_STOPPED = (DesktopState.STOPPED,)
 SHUTDOWN_GRACE_S = 60
 
 
@@ -71,10 +68,9 @@ def pool_autoscale(*, pool: Pool) -> list[Desktop]:
     with transaction.atomic():
         tenant = tenant_lock(tenant=pool.tenant)
         desktops = Desktop.objects.filter(pool=pool).exclude(state=DesktopState.DELETING)
-        spares = desktops.filter(assigned_user__isnull=True)
         total = desktops.count()
-        want_ready = pool.min_ready - spares.filter(state__in=SPARE_STATES_READY).count()
-        want_stopped = pool.min_stopped - spares.filter(state__in=SPARE_STATES_STOPPED).count()
+        want_ready = pool.min_ready - _spares(desktops, running=True).count()
+        want_stopped = pool.min_stopped - _spares(desktops, running=False).count()
         for start, wanted in ((True, want_ready), (False, want_stopped)):
             for _ in range(max(wanted, 0)):
                 if total >= pool.max_desktops:
@@ -87,6 +83,17 @@ def pool_autoscale(*, pool: Pool) -> list[Desktop]:
                 created.append(desktop_create(pool=pool, actor=None, start=start))
                 total += 1
     return created
+
+
+def _spares(desktops, *, running: bool):
+    """Unassigned desktops that are, or are being made, running (L1) or stopped (L2) spares."""
+    settled = (DesktopState.STARTING, DesktopState.RUNNING) if running else (DesktopState.STOPPED,)
+    being_made = Q(
+        state__in=(DesktopState.PENDING, DesktopState.PROVISIONING),
+        operations__kind=OperationKind.PROVISION,
+        operations__params__start=running,
+    )
+    return desktops.filter(Q(state__in=settled) | being_made, assigned_user__isnull=True).distinct()
 
 
 # --- desktops -------------------------------------------------------------------------------

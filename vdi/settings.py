@@ -216,6 +216,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 30.0,
         "options": {"expires": 25},
     },
+    "hosts-probe": {
+        "task": "hypervisors.hosts_probe",
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    },
     "operations-reap": {
         "task": "vdi.operations_reap",
         "schedule": 60.0,

@@ -258,3 +258,20 @@ def test_sessions_are_private_to_their_user_but_visible_to_admins(
     assert_error(bob.get(url), 404)
     assert_error(bob.post(url + "ticket/"), 404)
     assert_error(bob.post(url + "end/"), 404)
+
+
+def test_console_passwords_and_api_tokens_never_reach_the_logs(api, ready_pool, run_tasks,
+                                                               caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    member = api("member")
+    token = member._credentials["HTTP_AUTHORIZATION"].split()[1]
+    body = connect(member, ready_pool, run_tasks).json()
+    with run_tasks():
+        vv = member.get(body["vv_url"]).content.decode()
+    vv_password = next(line for line in vv.splitlines() if line.startswith("password="))[9:]
+    logged = caplog.text
+    assert "ticket" in logged  # the issue itself is logged...
+    for secret in (body["password"], vv_password, token):
+        assert secret not in logged  # ...never its secret

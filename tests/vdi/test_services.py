@@ -121,3 +121,41 @@ def test_quota_exceeded_is_a_conflict_with_its_code(tenant):
     with pytest.raises(QuotaExceeded) as error:
         quota_check_desktops(tenant=tenant, vcpus=1, memory_mb=256)
     assert error.value.code == "quota_exceeded" and error.value.status == 409
+
+
+def test_autoscale_counts_spares_being_made_by_their_intent(make_pool, tenant, host, users):
+    # Nothing runs: the provisioning operations stay pending, as with a busy worker.
+    pool = make_pool(min_ready=2, min_stopped=1)
+    with scopes_disabled():
+        first = pool_autoscale(pool=pool)
+        assert len(first) == 3
+        assert pool_autoscale(pool=pool) == []  # intents are counted: nothing more is made
+        intents = sorted(Operation.objects.filter(pool=pool).values_list("params__start",
+                                                                          flat=True))
+    assert intents == [False, True, True]
+
+
+def test_reaper_requeues_then_fails_operations_whose_worker_died(make_pool, tenant, host):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from vdi.services import operation_claim, operations_reap
+
+    pool = make_pool(min_ready=0)
+    with scopes_disabled():
+        from vdi.services import desktop_create
+
+        desktop = desktop_create(pool=pool, actor=None, start=True)
+        operation = Operation.objects.get(desktop=desktop)
+        for attempt in range(1, operation.max_attempts + 1):
+            assert operation_claim(operation_id=operation.id) is not None  # a worker takes it...
+            Operation.objects.filter(pk=operation.pk).update(
+                deadline_at=timezone.now() - timedelta(seconds=1))  # ...and dies
+            assert operations_reap() == 1
+            operation.refresh_from_db()
+            expected = OperationState.FAILED if attempt == operation.max_attempts else OperationState.PENDING
+            assert operation.state == expected, attempt
+        assert "worker stopped answering" in operation.error
+        desktop.refresh_from_db()
+        assert desktop.state == DesktopState.ERROR
