@@ -195,7 +195,7 @@ else:
     _control_dir = DATA_DIR / "celery" / "control"
     for _d in (_queue_dir, _results_dir, _control_dir):
         _d.mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_URL = "filesystem://localhost//"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_queue_dir),
         "data_folder_out": str(_queue_dir),

@@ -154,6 +154,8 @@ def test_connect_with_a_ready_spare_returns_a_ticket(api, ready_pool, run_tasks,
         ticket = Session.objects.get(pk=body["session"]).tickets.get()
         assert body["password"] not in str(ticket.__dict__)
 
+    assert body["vv_url"] == (f"http://testserver/api/v1/tenants/acme/sessions/"
+                              f"{body['session']}/console.vv")
     with run_tasks():
         vv = api("member").get(body["vv_url"])
     assert vv.status_code == 200

@@ -31,14 +31,16 @@ def database_url() -> str:
     return f"postgres://{auth}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-def wait_for(predicate, timeout_s: float, what: str):
+def wait_for(predicate, timeout_s: float, what):
+    """Poll ``predicate``; ``what`` (text, or a callable giving it) explains a time-out."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout_s} s waiting for "
+                         f"{what() if callable(what) else what}")
 
 
 @pytest.fixture
@@ -83,7 +85,7 @@ def test_pool_reaches_min_ready_through_the_queue_and_connect_gets_a_ticket(
             assert failed is None, f"{failed.kind} failed: {failed.error}"
             return Desktop.objects.filter(pool=pool, state="running").count() == 2
 
-    wait_for(running, 60, f"2 running spares (worker log:\n{worker.read_text()[-3000:]})")
+    wait_for(running, 60, lambda: f"2 running spares (worker log:\n{worker.read_text()[-3000:]})")
 
     response = api("member").post(f"/api/v1/tenants/acme/pools/{pool.id}/connect/")
     assert response.status_code == 200, response.content

@@ -37,6 +37,8 @@ def not_found(request, *args, **kwargs):
 app_name = "api"
 urlpatterns = [
     path("auth/token/", TokenView.as_view(), name="auth-token"),
+    path("tenants/<slug:tenant_slug>/sessions/<uuid:pk>/console.vv",
+         SessionViewSet.as_view({"get": "console_vv"}), name="session-console-vv"),
     path("tenants/<slug:tenant_slug>/", include(tenant.urls)),
     path("", include(platform.urls)),
     re_path(r"", not_found),
