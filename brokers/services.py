@@ -21,7 +21,14 @@ from django.utils import timezone
 from hypervisors.drivers import ConsoleTicketUnsupported, DriverError, driver_for
 from tenants.services import quota_check_desktops, quota_check_sessions, tenant_lock
 from tenants.services import tenant_require_active
-from vdi.choices import DesktopState, OnLogoff, OperationKind, PoolKind, Protocol
+from vdi.choices import (
+    UNFINISHED_OPERATION_STATES,
+    DesktopState,
+    OnLogoff,
+    OperationKind,
+    PoolKind,
+    Protocol,
+)
 from vdi.errors import Conflict
 from vdi.models import Desktop, Operation, Pool
 from vdi.services import pool_autoscale_enqueue, desktop_claim_spare, desktop_create
@@ -66,9 +73,14 @@ def session_connect(*, user, pool: Pool) -> ConnectResult:
         session = (
             Session.objects.select_for_update()
             .filter(pool=pool, user=user, state__in=LIVE_SESSION_STATES)
+            .select_related("desktop")
             .order_by("-created_at")
             .first()
         )
+        if session is not None and _desktop_lost(session):
+            SESSION_MACHINE.apply(session, SessionState.ENDED, end_reason=EndReason.DESKTOP_LOST,
+                                  ended_at=timezone.now())
+            session = None
         if session is None:
             live = Session.objects.filter(tenant=tenant, state__in=LIVE_SESSION_STATES).count()
             quota_check_sessions(tenant=tenant, live_sessions=live)
@@ -77,6 +89,12 @@ def session_connect(*, user, pool: Pool) -> ConnectResult:
     if session.state in READY_STATES:
         return ConnectResult(session=session, ticket=ticket_issue(session=session, user=user))
     return ConnectResult(session=session)
+
+
+def _desktop_lost(session: Session) -> bool:
+    """The session's desktop is gone or broken: reusing the session would never connect."""
+    desktop = session.desktop
+    return desktop is None or desktop.state in (DesktopState.ERROR, DesktopState.DELETING)
 
 
 def _session_open(*, tenant, pool: Pool, user) -> Session:
@@ -108,7 +126,7 @@ def _session_open(*, tenant, pool: Pool, user) -> Session:
             state=SessionState.READY, ready_at=timezone.now(),
         )
     operation = (
-        Operation.objects.filter(desktop=desktop, state__in=("pending", "running")).first()
+        Operation.objects.filter(desktop=desktop, state__in=UNFINISHED_OPERATION_STATES).first()
     )
     if operation is None and desktop.state == DesktopState.STOPPED:
         operation = operation_create(desktop=desktop, kind=OperationKind.START, actor=user)
@@ -212,7 +230,8 @@ def session_end(*, session: Session, actor, reason: str = EndReason.USER) -> Ses
 
 
 def _apply_on_logoff(*, desktop: Desktop, pool: Pool) -> None:
-    busy = Operation.objects.filter(desktop=desktop, state__in=("pending", "running")).exists()
+    busy = Operation.objects.filter(desktop=desktop,
+                                    state__in=UNFINISHED_OPERATION_STATES).exists()
     if pool.on_logoff == OnLogoff.KEEP or busy:
         return
     if pool.on_logoff == OnLogoff.RECYCLE:

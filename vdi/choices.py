@@ -72,6 +72,8 @@ class OperationState(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+UNFINISHED_OPERATION_STATES = (OperationState.PENDING, OperationState.RUNNING)
+
 _O = OperationState
 OPERATION_MACHINE = StateMachine(
     label="operation",

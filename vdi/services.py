@@ -21,7 +21,14 @@ from hypervisors.domain_xml import DomainSpec, build_domain_xml
 from hypervisors.services import host_place
 from tenants.services import quota_check_desktops, tenant_lock, tenant_require_active
 
-from .choices import DESKTOP_MACHINE, OPERATION_MACHINE, DesktopState, ImageBoot, OperationKind
+from .choices import (
+    DESKTOP_MACHINE,
+    OPERATION_MACHINE,
+    UNFINISHED_OPERATION_STATES,
+    DesktopState,
+    ImageBoot,
+    OperationKind,
+)
 from .choices import OperationState as OpState
 from .errors import Conflict, InvalidInput
 from .models import Desktop, Operation, Pool
@@ -153,7 +160,7 @@ def desktop_power(*, desktop: Desktop, kind: str, actor) -> Operation:
                 f"Cannot {kind} a desktop that is {desktop.state}.", code="invalid_state",
                 details={"state": desktop.state},
             )
-        if Operation.objects.filter(desktop=desktop, state__in=(OpState.PENDING, OpState.RUNNING)).exists():
+        if Operation.objects.filter(desktop=desktop, state__in=UNFINISHED_OPERATION_STATES).exists():
             raise Conflict("Another operation is in progress on this desktop.",
                            code="operation_in_progress")
         params = {"start": desktop.state == DesktopState.RUNNING} if kind == OperationKind.RESET else {}

@@ -277,3 +277,18 @@ def test_console_passwords_and_api_tokens_never_reach_the_logs(api, ready_pool, 
     assert "ticket" in logged  # the issue itself is logged...
     for secret in (body["password"], vv_password, token):
         assert secret not in logged  # ...never its secret
+
+
+def test_a_session_whose_desktop_broke_is_ended_and_connect_starts_afresh(
+    api, ready_pool, run_tasks, tenant
+):
+    member = api("member")
+    first = connect(member, ready_pool, run_tasks).json()
+    with tenant_scope(tenant):
+        Desktop.objects.filter(pk=first["desktop"]).update(state="error")
+    second = connect(member, ready_pool, run_tasks)
+    assert second.status_code == 200, second.content
+    assert second.json()["session"] != first["session"]
+    assert second.json()["desktop"] != first["desktop"]
+    old = member.get(f"/api/v1/tenants/acme/sessions/{first['session']}/").json()
+    assert old["state"] == "ended" and old["end_reason"] == "desktop_lost"
