@@ -19,6 +19,7 @@ from django.utils import timezone
 from hypervisors.drivers import DriverError, PowerState, TransientDriverError, driver_for
 from hypervisors.domain_xml import DomainSpec, build_domain_xml
 from hypervisors.services import host_place
+from tenants.scoping import tenant_scope
 from tenants.services import quota_check_desktops, tenant_lock, tenant_require_active
 
 from .choices import (
@@ -42,8 +43,9 @@ SHUTDOWN_GRACE_S = 60
 def pool_create(*, tenant, actor, **fields) -> Pool:
     tenant_require_active(tenant=tenant)
     pool = Pool(tenant=tenant, **fields)
-    pool.full_clean()
-    pool.save()
+    with tenant_scope(tenant):  # validation (unique names, visible image) within the tenant
+        pool.full_clean()
+        pool.save()
     pool_autoscale_enqueue(pool)
     return pool
 
@@ -51,8 +53,9 @@ def pool_create(*, tenant, actor, **fields) -> Pool:
 def pool_update(*, pool: Pool, actor, **fields) -> Pool:
     for name, value in fields.items():
         setattr(pool, name, value)
-    pool.full_clean()
-    pool.save()
+    with tenant_scope(pool.tenant):
+        pool.full_clean()
+        pool.save()
     pool_autoscale_enqueue(pool)
     return pool
 
