@@ -71,7 +71,7 @@ def session_connect(*, user, pool: Pool) -> ConnectResult:
     with transaction.atomic():
         tenant = tenant_lock(tenant=pool.tenant)
         session = (
-            Session.objects.select_for_update()
+            Session.objects.select_for_update(of=("self",))
             .filter(pool=pool, user=user, state__in=LIVE_SESSION_STATES)
             .select_related("desktop")
             .order_by("-created_at")
