@@ -126,13 +126,19 @@ def desktop_create(*, pool: Pool, actor, start: bool, assigned_user=None) -> Des
 def desktop_claim_spare(*, pool: Pool, user, state: str) -> Desktop | None:
     """Assign an unassigned desktop in ``state`` to ``user``; never the same one to two users.
 
-    PostgreSQL skips rows other claimers hold locked; everywhere the final update is
-    conditional on the desktop still being unassigned, so a lost race just tries the next.
+    On PostgreSQL each claimer locks one row, skipping rows other claimers hold, so
+    concurrent claims spread over the spares instead of queueing on the first. Everywhere
+    the update is conditional on the desktop still being unassigned, so a lost race (SQLite
+    serialises writers instead) just tries the next candidate.
     """
-    candidates = Desktop.objects.filter(pool=pool, state=state, assigned_user__isnull=True)
+    candidates = Desktop.objects.filter(
+        pool=pool, state=state, assigned_user__isnull=True
+    ).order_by("created_at")
     if connection.features.has_select_for_update_skip_locked:
-        candidates = candidates.select_for_update(skip_locked=True)
-    for desktop in candidates.order_by("created_at")[:5]:
+        candidates = candidates.select_for_update(skip_locked=True)[:1]
+    else:
+        candidates = candidates[:5]
+    for desktop in candidates:
         claimed = Desktop.objects.filter(
             pk=desktop.pk, state=state, assigned_user__isnull=True
         ).update(assigned_user=user)

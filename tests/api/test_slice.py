@@ -275,6 +275,7 @@ def test_console_passwords_and_api_tokens_never_reach_the_logs(api, ready_pool, 
     vv_password = next(line for line in vv.splitlines() if line.startswith("password="))[9:]
     logged = caplog.text
     assert "ticket" in logged  # the issue itself is logged...
+    assert "console password not set" in logged  # ...and that the simulated host could not
     for secret in (body["password"], vv_password, token):
         assert secret not in logged  # ...never its secret
 
