@@ -1,3 +1,5 @@
+from hypervisors.selectors import simulated_hosts_in_use
+
 from .scoping import current_tenant
 from .selectors import tenant_list_for_user
 
@@ -9,4 +11,5 @@ def tenancy(request):
     return {
         "current_tenant": current_tenant(),
         "user_tenants": tenant_list_for_user(user=user),
+        "simulated_hosts": simulated_hosts_in_use(),
     }

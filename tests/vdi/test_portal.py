@@ -128,3 +128,11 @@ def test_logout(logged_in):
     assert client.post("/accounts/logout/").status_code == 302
     assert client.get("/t/acme/").status_code == 302
     assert get_user_model().objects.filter(username="member").exists()
+
+
+def test_a_banner_says_when_hosts_are_simulated(logged_in, host):
+    client = logged_in("member")
+    assert b"Simulated hypervisor" in client.get("/t/acme/").content
+    host.uri = "qemu+tls://kvm1.example.com/system"
+    host.save()
+    assert b"Simulated hypervisor" not in client.get("/t/acme/").content
