@@ -185,7 +185,6 @@ def ticket_issue(*, session: Session, user, kind: str = TicketKind.NATIVE) -> Is
     if outcome.get("error"):
         raise Conflict(f"The console could not be prepared: {outcome['error']}",
                        code="console_unavailable")
-    desktop.refresh_from_db()
     ticket = ConnectionTicket.objects.create(
         tenant=session.tenant, session=session, desktop=desktop, kind=kind, protocol=protocol,
         host=desktop.host.console_address,

@@ -7,6 +7,8 @@ import logging
 from django.db.models import Q, Sum
 from django.utils import timezone
 
+from vdi.choices import DesktopState
+
 from .choices import HostState
 from .drivers import DriverError, driver_for
 from .models import Host
@@ -14,7 +16,10 @@ from .models import Host
 logger = logging.getLogger(__name__)
 
 # Desktops in these states hold their host's resources.
-_RESERVING_STATES = ("provisioning", "starting", "running", "stopping", "recycling", "unknown")
+_RESERVING_STATES = (
+    DesktopState.PROVISIONING, DesktopState.STARTING, DesktopState.RUNNING,
+    DesktopState.STOPPING, DesktopState.RECYCLING, DesktopState.UNKNOWN,
+)
 
 
 def host_create(**fields) -> Host:

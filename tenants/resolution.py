@@ -8,7 +8,7 @@ from django.http import Http404
 
 from .choices import ADMIN_ROLES
 from .models import Membership, Tenant
-from .scoping import _current_tenant, scopes_disabled
+from .scoping import activate, scopes_disabled
 
 
 @dataclass(frozen=True)
@@ -47,5 +47,5 @@ def activate_tenant(*, user, slug: str) -> TenantAccess:
     The request middleware (``TenantScopeMiddleware``) restores the previous scope.
     """
     access = resolve_tenant(user=user, slug=slug)
-    _current_tenant.set(access.tenant)
+    activate(access.tenant)
     return access

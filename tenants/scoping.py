@@ -29,6 +29,11 @@ def current_tenant() -> "Tenant | None":
     return _current_tenant.get()
 
 
+def activate(tenant: "Tenant") -> None:
+    """Make ``tenant`` current until the enclosing ``no_scope()`` (the request) ends."""
+    _current_tenant.set(tenant)
+
+
 @contextmanager
 def tenant_scope(tenant: "Tenant") -> Iterator["Tenant"]:
     tenant_token = _current_tenant.set(tenant)

@@ -65,6 +65,17 @@ class OperationKind(models.TextChoices):
     DELETE = "delete", "Delete"
 
 
+# Which desktop states each operation users may ask for can start from.
+POWER_OPERATIONS_FROM = {
+    OperationKind.START: (_D.STOPPED, _D.ERROR),
+    OperationKind.SHUTDOWN: (_D.RUNNING,),
+    OperationKind.POWEROFF: (_D.RUNNING, _D.STOPPING, _D.UNKNOWN),
+    OperationKind.REBOOT: (_D.RUNNING,),
+    OperationKind.RESET: (_D.RUNNING, _D.STOPPED, _D.ERROR),
+    OperationKind.DELETE: (_D.STOPPED, _D.RUNNING, _D.ERROR, _D.UNKNOWN),
+}
+
+
 class OperationState(models.TextChoices):
     PENDING = "pending", "Pending"
     RUNNING = "running", "Running"

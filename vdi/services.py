@@ -19,12 +19,13 @@ from django.utils import timezone
 from hypervisors.drivers import DriverError, PowerState, TransientDriverError, driver_for
 from hypervisors.domain_xml import DomainSpec, build_domain_xml
 from hypervisors.services import host_place
-from tenants.scoping import tenant_scope
+from tenants.scoping import scopes_disabled, tenant_scope
 from tenants.services import quota_check_desktops, tenant_lock, tenant_require_active
 
 from .choices import (
     DESKTOP_MACHINE,
     OPERATION_MACHINE,
+    POWER_OPERATIONS_FROM,
     UNFINISHED_OPERATION_STATES,
     DesktopState,
     ImageBoot,
@@ -32,11 +33,20 @@ from .choices import (
 )
 from .choices import OperationState as OpState
 from .errors import Conflict, InvalidInput
-from .models import Desktop, Operation, Pool
+from .models import Desktop, Image, Operation, Pool
 
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 60
+
+
+# --- images ---------------------------------------------------------------------------------
+def image_save(*, image: Image) -> Image:
+    """Validate (Model.clean and constraints, across tenants) and save a golden image."""
+    with scopes_disabled():
+        image.full_clean()
+        image.save()
+    return image
 
 
 # --- pools ----------------------------------------------------------------------------------
@@ -150,21 +160,11 @@ def desktop_claim_spare(*, pool: Pool, user, state: str) -> Desktop | None:
 
 def desktop_power(*, desktop: Desktop, kind: str, actor) -> Operation:
     """Ask for a power operation; refused at once if the desktop's state forbids it."""
-    allowed_from = {
-        OperationKind.START: (DesktopState.STOPPED, DesktopState.ERROR),
-        OperationKind.SHUTDOWN: (DesktopState.RUNNING,),
-        OperationKind.POWEROFF: (DesktopState.RUNNING, DesktopState.STOPPING,
-                                 DesktopState.UNKNOWN),
-        OperationKind.REBOOT: (DesktopState.RUNNING,),
-        OperationKind.RESET: (DesktopState.RUNNING, DesktopState.STOPPED, DesktopState.ERROR),
-        OperationKind.DELETE: (DesktopState.STOPPED, DesktopState.RUNNING, DesktopState.ERROR,
-                               DesktopState.UNKNOWN),
-    }
-    if kind not in allowed_from:
+    if kind not in POWER_OPERATIONS_FROM:
         raise InvalidInput(f"Unknown operation {kind!r}.", details={"kind": kind})
     with transaction.atomic():
         desktop = Desktop.objects.select_for_update().get(pk=desktop.pk)
-        if desktop.state not in allowed_from[kind]:
+        if desktop.state not in POWER_OPERATIONS_FROM[kind]:
             raise Conflict(
                 f"Cannot {kind} a desktop that is {desktop.state}.", code="invalid_state",
                 details={"state": desktop.state},
@@ -194,12 +194,11 @@ def operation_create(*, desktop: Desktop, kind: str, actor, params: dict | None 
 
 def operation_claim(*, operation_id) -> Operation | None:
     """Take a pending operation for this worker. A redelivered message finds it taken."""
-    deadline = timezone.now() + timedelta(seconds=settings.VDI["OPERATION_DEADLINE_S"])
-    claimed = Operation.objects.filter(pk=operation_id, state=OpState.PENDING).update(
-        state=OpState.RUNNING,
-        state_changed_at=timezone.now(),
-        started_at=timezone.now(),
-        deadline_at=deadline,
+    now = timezone.now()
+    claimed = OPERATION_MACHINE.move(
+        Operation, operation_id, OpState.PENDING, OpState.RUNNING,
+        started_at=now,
+        deadline_at=now + timedelta(seconds=settings.VDI["OPERATION_DEADLINE_S"]),
         attempts=F("attempts") + 1,
     )
     if not claimed:
@@ -234,15 +233,14 @@ def operation_run(*, operation_id) -> str:
 
 
 def operation_fail(*, operation: Operation, error: str) -> None:
-    OPERATION_MACHINE.apply(operation, OpState.FAILED, finished_at=timezone.now(), error=error)
-    if operation.desktop_id:
-        desktop = Desktop.objects.filter(pk=operation.desktop_id).first()
-        if desktop and DESKTOP_MACHINE.can(desktop.state, DesktopState.ERROR):
-            DESKTOP_MACHINE.apply(desktop, DesktopState.ERROR, last_error=error)
-        from brokers.services import sessions_fail_for_desktop
+    from brokers.services import sessions_fail_for_desktop
 
-        if desktop:
-            sessions_fail_for_desktop(desktop=desktop)
+    OPERATION_MACHINE.apply(operation, OpState.FAILED, finished_at=timezone.now(), error=error)
+    desktop = Desktop.objects.filter(pk=operation.desktop_id).first()
+    if desktop is not None:
+        if DESKTOP_MACHINE.can(desktop.state, DesktopState.ERROR):
+            DESKTOP_MACHINE.apply(desktop, DesktopState.ERROR, last_error=error)
+        sessions_fail_for_desktop(desktop=desktop)
     logger.warning("operation %s (%s) failed: %s", operation.id, operation.kind, error)
 
 
@@ -252,11 +250,11 @@ def operations_reap() -> int:
     stuck = Operation.objects.filter(state=OpState.RUNNING, deadline_at__lt=timezone.now())
     for operation in stuck:
         if operation.attempts < operation.max_attempts:
-            updated = Operation.objects.filter(pk=operation.pk, state=OpState.RUNNING).update(
-                state=OpState.PENDING, state_changed_at=timezone.now(),
+            requeued = OPERATION_MACHINE.move(
+                Operation, operation.pk, OpState.RUNNING, OpState.PENDING,
                 error="requeued: its worker stopped answering",
             )
-            if updated:
+            if requeued:
                 from .tasks import operation_run_task
 
                 operation_run_task.delay(str(operation.id))
@@ -315,8 +313,7 @@ def _build_disk_and_domain(desktop: Desktop) -> None:
 
 
 def _provision(desktop: Desktop, operation: Operation) -> None:
-    if desktop.state == DesktopState.PENDING:
-        DESKTOP_MACHINE.apply(desktop, DesktopState.PROVISIONING)
+    DESKTOP_MACHINE.enter(desktop, DesktopState.PROVISIONING)
     if desktop.host_id is None:
         with transaction.atomic():
             host = host_place(vcpus=desktop.vcpus, memory_mb=desktop.memory_mb)
@@ -338,8 +335,7 @@ def _refresh_ports(desktop: Desktop) -> None:
 
 
 def _start(desktop: Desktop, operation: Operation) -> None:
-    if desktop.state != DesktopState.STARTING:
-        DESKTOP_MACHINE.apply(desktop, DesktopState.STARTING)
+    DESKTOP_MACHINE.enter(desktop, DesktopState.STARTING)
     driver_for(desktop.host).start(desktop.name)
     _refresh_ports(desktop)
     DESKTOP_MACHINE.apply(desktop, DesktopState.RUNNING, last_error="")
@@ -365,8 +361,7 @@ def _stopped(desktop: Desktop) -> None:
 
 
 def _shutdown(desktop: Desktop, operation: Operation) -> None:
-    if desktop.state != DesktopState.STOPPING:
-        DESKTOP_MACHINE.apply(desktop, DesktopState.STOPPING)
+    DESKTOP_MACHINE.enter(desktop, DesktopState.STOPPING)
     driver = driver_for(desktop.host)
     driver.shutdown(desktop.name)
     if not _wait_stopped(desktop, operation.params.get("grace_s", SHUTDOWN_GRACE_S)):
@@ -376,8 +371,7 @@ def _shutdown(desktop: Desktop, operation: Operation) -> None:
 
 
 def _poweroff(desktop: Desktop, operation: Operation) -> None:
-    if desktop.state != DesktopState.STOPPING:
-        DESKTOP_MACHINE.apply(desktop, DesktopState.STOPPING)
+    DESKTOP_MACHINE.enter(desktop, DesktopState.STOPPING)
     driver_for(desktop.host).destroy(desktop.name)
     _stopped(desktop)
 
@@ -388,8 +382,7 @@ def _reboot(desktop: Desktop, operation: Operation) -> None:
 
 def _reset(desktop: Desktop, operation: Operation) -> None:
     """Back to the image: a fresh overlay under the same identity (name, uuid, owner)."""
-    if desktop.state != DesktopState.RECYCLING:
-        DESKTOP_MACHINE.apply(desktop, DesktopState.RECYCLING)
+    DESKTOP_MACHINE.enter(desktop, DesktopState.RECYCLING)
     driver_for(desktop.host).destroy(desktop.name)
     _build_disk_and_domain(desktop)
     DESKTOP_MACHINE.apply(desktop, DesktopState.STOPPED)
@@ -398,8 +391,7 @@ def _reset(desktop: Desktop, operation: Operation) -> None:
 
 
 def _delete(desktop: Desktop, operation: Operation) -> None:
-    if desktop.state != DesktopState.DELETING:
-        DESKTOP_MACHINE.apply(desktop, DesktopState.DELETING)
+    DESKTOP_MACHINE.enter(desktop, DesktopState.DELETING)
     if desktop.host_id:
         driver = driver_for(desktop.host)
         driver.destroy(desktop.name)

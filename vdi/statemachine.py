@@ -32,23 +32,33 @@ class StateMachine:
         if not self.can(current, target):
             raise IllegalTransition(self.label, current, target)
 
-    def apply(self, instance: models.Model, target: str, **fields) -> None:
-        """Move ``instance`` to ``target`` if, in the database, it is still in a state that
-        allows it. Concurrent writers cannot both win: the update is conditional on the state
-        this process last saw."""
-        current = getattr(instance, self.state_field)
+    def move(self, model: type[models.Model], pk, current: str, target: str, **fields) -> dict:
+        """Move the row ``pk`` from ``current`` to ``target`` with one conditional UPDATE.
+
+        Returns the values written, or an empty dict when the row was no longer ``current``:
+        of several concurrent writers (or a redelivered task) exactly one wins.
+        """
         self.check(current, target)
-        now = timezone.now()
-        values = {self.state_field: target, self.changed_field: now, **fields}
-        updated = (
-            type(instance)
-            ._base_manager.filter(pk=instance.pk, **{self.state_field: current})
-            .update(**values)
-        )
-        if not updated:
-            fresh = type(instance)._base_manager.filter(pk=instance.pk).values_list(
+        values = {self.state_field: target, self.changed_field: timezone.now(), **fields}
+        updated = model._base_manager.filter(pk=pk, **{self.state_field: current}).update(**values)
+        return values if updated else {}
+
+    def apply(self, instance: models.Model, target: str, **fields) -> None:
+        """Move ``instance`` to ``target`` if, in the database, it is still in the state this
+        process last saw; otherwise raise IllegalTransition with the state it is really in."""
+        model = type(instance)
+        values = self.move(model, instance.pk, getattr(instance, self.state_field), target,
+                           **fields)
+        if not values:
+            fresh = model._base_manager.filter(pk=instance.pk).values_list(
                 self.state_field, flat=True
             ).first()
             raise IllegalTransition(self.label, fresh or "deleted", target)
         for name, value in values.items():
             setattr(instance, name, value)
+
+    def enter(self, instance: models.Model, target: str, **fields) -> None:
+        """``apply`` unless the instance is already in ``target``: a retried step re-enters
+        the state it reached before without an illegal self-transition."""
+        if getattr(instance, self.state_field) != target:
+            self.apply(instance, target, **fields)

@@ -293,3 +293,19 @@ def test_a_session_whose_desktop_broke_is_ended_and_connect_starts_afresh(
     assert second.json()["desktop"] != first["desktop"]
     old = member.get(f"/api/v1/tenants/acme/sessions/{first['session']}/").json()
     assert old["state"] == "ended" and old["end_reason"] == "desktop_lost"
+
+
+def test_staff_create_images_validated_by_the_model(api, tenant):
+    staff = api("staff")
+    error = assert_error(staff.post("/api/v1/images/", {
+        "name": "lab", "base_volume": "lab.qcow2", "boot": "kernel"}, format="json"), 400)
+    assert "kernel" in error["details"]
+    created = staff.post("/api/v1/images/", {"name": "lab", "base_volume": "lab.qcow2"},
+                         format="json")
+    assert created.status_code == 201, created.content
+    duplicate = staff.post("/api/v1/images/", {"name": "lab", "base_volume": "x.qcow2"},
+                           format="json")
+    assert_error(duplicate, 400, "invalid")
+    assert_error(api("admin").get("/api/v1/images/"), 403)
+    with scopes_disabled():
+        assert Image.objects.filter(name="lab").count() == 1

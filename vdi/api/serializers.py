@@ -12,6 +12,8 @@ class ImageSerializer(serializers.ModelSerializer):
                   "default_vcpus", "default_memory_mb", "boot", "kernel", "initrd", "cmdline",
                   "created_at"]
         read_only_fields = ["id", "created_at"]
+        # Uniqueness (per tenant, and among public images) is checked by the model.
+        validators = []
 
 
 class PoolSerializer(serializers.ModelSerializer):

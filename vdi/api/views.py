@@ -10,7 +10,7 @@ from tenants.scoping import scopes_disabled
 from vdi.choices import OperationKind
 from vdi.models import Desktop, Image, Operation, Pool
 from vdi.selectors import desktop_list_for_user, operation_list_for_user, pool_list_for_user
-from vdi.services import desktop_power, pool_create, pool_update
+from vdi.services import desktop_power, image_save, pool_create, pool_update
 
 from .serializers import DesktopSerializer, ImageSerializer, OperationSerializer, PoolSerializer
 
@@ -92,5 +92,13 @@ class ImageViewSet(viewsets.ModelViewSet):
     def get_queryset(self):
         with scopes_disabled():
             return Image.objects.all()
+
+    def perform_create(self, serializer):
+        serializer.instance = image_save(image=Image(**serializer.validated_data))
+
+    def perform_update(self, serializer):
+        for name, value in serializer.validated_data.items():
+            setattr(serializer.instance, name, value)
+        image_save(image=serializer.instance)
 
 
