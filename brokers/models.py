@@ -31,6 +31,9 @@ class Session(TenantOwnedModel):
     created_at = models.DateTimeField(auto_now_add=True)
     ready_at = models.DateTimeField(null=True, blank=True)
     connected_at = models.DateTimeField(null=True, blank=True)
+    client_address = models.CharField(
+        max_length=64, blank=True, default="", help_text="Where the console client connected from."
+    )
     ended_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

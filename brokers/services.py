@@ -148,6 +148,38 @@ def sessions_fail_for_desktop(*, desktop: Desktop) -> None:
         )
 
 
+def sessions_end_for_desktop(*, desktop: Desktop) -> None:
+    """The desktop was lost (stopped or deleted outside the portal): its sessions end."""
+    for session in Session.objects.filter(desktop=desktop, state__in=LIVE_SESSION_STATES):
+        session_end(session=session, actor=None, reason=EndReason.DESKTOP_LOST)
+
+
+# Graphics event phases: "initialize" follows a successful login, "disconnect" its end.
+_CONSOLE_PHASES = {
+    "initialize": (SessionState.CONNECTED, (SessionState.READY, SessionState.DISCONNECTED)),
+    "disconnect": (SessionState.DISCONNECTED, (SessionState.CONNECTED,)),
+}
+
+
+def session_console_event(*, desktop: Desktop, phase: str, client_address: str = "") -> None:
+    """A console client logged in to or left the desktop (from the host's graphics events)."""
+    if phase not in _CONSOLE_PHASES:
+        return  # "connect" comes before authentication: not a login yet
+    target, sources = _CONSOLE_PHASES[phase]
+    session = (
+        Session.objects.filter(desktop=desktop, state__in=sources).order_by("-created_at").first()
+    )
+    if session is None:
+        logger.info("desktop %s: console %s from %s with no session waiting for it",
+                    desktop.name, phase, client_address or "?")
+        return
+    fields = {"client_address": client_address} if client_address else {}
+    if target == SessionState.CONNECTED and session.connected_at is None:
+        fields["connected_at"] = timezone.now()
+    if SESSION_MACHINE.move(Session, session.pk, session.state, target, **fields):
+        logger.info("session %s %s (client %s)", session.id, target, client_address or "?")
+
+
 # --- tickets --------------------------------------------------------------------------------
 def _new_password(protocol: str) -> str:
     # QEMU caps VNC passwords at 8 characters: VNC relies on the short expiry.

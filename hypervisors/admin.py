@@ -1,12 +1,79 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.utils.html import format_html
 
 from .models import Host
+from .services import (
+    host_activate,
+    host_create,
+    host_drain,
+    host_refresh,
+    host_set_enabled,
+    host_update,
+    host_usage,
+)
+
+
+def _usage_bar(used: int, capacity: int, unit: str = ""):
+    """A bar of what desktops commit against what the host offers after overcommit."""
+    return format_html(
+        '<meter min="0" max="{}" value="{}" high="{}" style="width:8em"></meter> {}/{}{}',
+        max(capacity, 1), used, 0.9 * max(capacity, 1), used, capacity, unit,
+    )
+
+
+def _run_on_hosts(service, done: str):
+    def run(modeladmin, request, queryset):
+        for host in queryset:
+            service(host=host)
+        modeladmin.message_user(request, f"{queryset.count()} host(s) {done}.", messages.SUCCESS)
+
+    return run
 
 
 @admin.register(Host)
 class HostAdmin(admin.ModelAdmin):
-    list_display = ["name", "uri", "virt_type", "state", "enabled", "cpus", "memory_mb",
-                    "console_address", "last_seen_at"]
+    list_display = ["name", "state", "enabled", "vcpus_in_use", "memory_in_use", "desktop_count",
+                    "virt_type", "uri", "last_seen_at", "problem"]
     list_filter = ["state", "enabled", "virt_type"]
     search_fields = ["name", "uri", "console_address"]
-    readonly_fields = ["state", "cpus", "memory_mb", "last_seen_at", "last_error"]
+    readonly_fields = ["state", "cpus", "memory_mb", "virt_types", "storage_free_gb", "volumes",
+                       "unknown_domains", "failures", "last_seen_at", "last_checked_at",
+                       "last_error"]
+    actions = ["drain", "activate", "enable", "disable", "refresh"]
+
+    def get_queryset(self, request):
+        return host_usage()
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            host_update(host=obj)
+        else:
+            host_create(**{f.name: getattr(obj, f.name) for f in obj._meta.concrete_fields
+                           if f.name in form.cleaned_data})
+
+    @admin.display(description="vCPUs committed", ordering="used_vcpus")
+    def vcpus_in_use(self, host):
+        return _usage_bar(host.used_vcpus, host.vcpu_capacity)
+
+    @admin.display(description="Memory committed", ordering="used_memory")
+    def memory_in_use(self, host):
+        return _usage_bar(host.used_memory // 1024, host.memory_capacity_mb // 1024, " GiB")
+
+    @admin.display(description="Desktops", ordering="desktop_count")
+    def desktop_count(self, host):
+        return host.desktop_count
+
+    @admin.display(description="Last error")
+    def problem(self, host):
+        return host.last_error[:120]
+
+    drain = admin.action(description="Drain (maintenance: no new work)")(
+        _run_on_hosts(host_drain, "drained"))
+    activate = admin.action(description="Leave maintenance / retry now")(
+        _run_on_hosts(host_activate, "being checked"))
+    enable = admin.action(description="Enable")(
+        _run_on_hosts(lambda host: host_set_enabled(host=host, enabled=True), "enabled"))
+    disable = admin.action(description="Disable")(
+        _run_on_hosts(lambda host: host_set_enabled(host=host, enabled=False), "disabled"))
+    refresh = admin.action(description="Refresh now (check and reconcile)")(
+        _run_on_hosts(host_refresh, "being checked"))

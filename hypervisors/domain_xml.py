@@ -24,6 +24,7 @@ class DomainSpec:
     disk_path: str
     console_address: str
     network: str = ""
+    bridge: str = ""
     kernel: str = ""
     initrd: str = ""
     cmdline: str = ""
@@ -94,9 +95,10 @@ def build_domain_xml(spec: DomainSpec) -> str:
     _sub(disk, "source", file=spec.disk_path)
     _sub(disk, "target", dev="vda", bus="virtio")
 
-    if spec.network:
-        interface = _sub(devices, "interface", type="network")
-        _sub(interface, "source", network=spec.network)
+    if spec.network or spec.bridge:
+        kind = "network" if spec.network else "bridge"
+        interface = _sub(devices, "interface", type=kind)
+        _sub(interface, "source", **{kind: spec.network or spec.bridge})
         _sub(interface, "model", type="virtio")
 
     if spec.serial_log:

@@ -1,5 +1,7 @@
 import uuid
+from urllib.parse import urlsplit
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 
@@ -29,9 +31,26 @@ class Host(models.Model):
     )
     storage_pool = models.CharField(max_length=100, default="default")
     network = models.CharField(
-        max_length=100, blank=True, default="", help_text="libvirt network for desktops."
+        max_length=100, blank=True, default="",
+        help_text="libvirt network desktops join (e.g. default); or set a bridge instead.",
     )
+    bridge = models.CharField(
+        max_length=100, blank=True, default="",
+        help_text="Host bridge desktops join (e.g. br0); or set a libvirt network instead.",
+    )
+    # What the last probe found.
+    virt_types = models.JSONField(default=list, blank=True,
+                                  help_text="Virtualisation types the host offers.")
+    storage_free_gb = models.FloatField(null=True, blank=True)
+    volumes = models.JSONField(default=list, blank=True,
+                               help_text="Volumes in the storage pool (image base volumes).")
+    unknown_domains = models.JSONField(
+        default=list, blank=True,
+        help_text="Domains on the host the portal did not create: reported, never touched.",
+    )
+    failures = models.PositiveIntegerField(default=0, help_text="Failed checks in a row.")
     last_seen_at = models.DateTimeField(null=True, blank=True)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -41,10 +60,29 @@ class Host(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def clean(self) -> None:
+        errors = {}
+        uri_problem = _uri_problem(self.uri)
+        if uri_problem:
+            errors["uri"] = uri_problem
+        if self.network and self.bridge:
+            errors["bridge"] = "Set a libvirt network or a bridge, not both."
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def accepts_new_work(self) -> bool:
+        return self.enabled and self.state == HostState.UP
+
     @property
     def is_simulated(self) -> bool:
         """libvirt's test driver: domains exist but no guest runs and no console answers."""
         return self.uri.startswith("test")
+
+    def has_volume(self, name: str) -> bool:
+        """Whether the last probe saw ``name`` in the storage pool. A simulated host makes
+        its (empty) base volumes on demand, so it has them all."""
+        return self.is_simulated or name in self.volumes
 
     @property
     def vcpu_capacity(self) -> int:
@@ -53,3 +91,24 @@ class Host(models.Model):
     @property
     def memory_capacity_mb(self) -> int:
         return int(self.memory_mb * self.memory_overcommit)
+
+
+_URI_SCHEMES = {"qemu", "test"}
+_URI_TRANSPORTS = {"", "tls", "ssh", "libssh", "libssh2", "tcp", "unix"}
+
+
+def _uri_problem(uri: str) -> str:
+    """Why ``uri`` is not a libvirt URI this portal can drive, or an empty string."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError as error:
+        return f"Not a URI: {error}."
+    scheme, _, transport = parts.scheme.partition("+")
+    if "://" not in uri or any(c.isspace() for c in uri):
+        return "Not a libvirt URI; expected e.g. qemu+tls://kvm1.example.com/system."
+    if scheme not in _URI_SCHEMES or transport not in _URI_TRANSPORTS:
+        return (f"Unsupported scheme {parts.scheme!r}; use qemu:///system, qemu+tls://…, "
+                "qemu+ssh://… (or test:///default for a simulated host).")
+    if scheme == "qemu" and parts.path not in ("/system", "/session"):
+        return "A qemu URI ends in /system (or /session), e.g. qemu+ssh://root@kvm1/system."
+    return ""

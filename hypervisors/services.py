@@ -1,68 +1,272 @@
-"""Hosts: registration, probing and placement."""
+"""Hosts: registration, health checks, reconciliation, placement and host events.
+
+Hosts are platform-owned, so these services look across tenants (``scopes_disabled``) when
+they touch desktops; they run for staff or in workers, never on a tenant's behalf.
+"""
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
-from django.db.models import Q, Sum
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
+from tenants.scoping import scopes_disabled
 from vdi.choices import DesktopState
+from vdi.errors import Conflict
 
 from .choices import HostState
-from .drivers import DriverError, driver_for
+from .drivers import (
+    DomainEvent,
+    DriverError,
+    EventKind,
+    HypervisorDriver,
+    NotFound,
+    PowerState,
+    driver_for,
+)
 from .models import Host
 
 logger = logging.getLogger(__name__)
 
-# Desktops in these states hold their host's resources.
-_RESERVING_STATES = (
+# Desktops in these states hold their host's resources (boots in flight included).
+RESERVING_STATES = (
     DesktopState.PROVISIONING, DesktopState.STARTING, DesktopState.RUNNING,
     DesktopState.STOPPING, DesktopState.RECYCLING, DesktopState.UNKNOWN,
 )
+# Desktops whose state says what their domain should be doing. Others are in the middle of
+# an operation, which owns their state until it finishes.
+SETTLED_STATES = (DesktopState.RUNNING, DesktopState.STOPPED)
 
 
+# --- registration and operator actions ------------------------------------------------------
 def host_create(**fields) -> Host:
     host = Host(**fields)
     host.full_clean()
     host.save()
-    from .tasks import host_probe_task
-
-    host_probe_task.delay_on_commit(str(host.id))
+    host_check_enqueue(host)
     return host
 
 
-def host_probe(*, host: Host) -> Host:
-    """Ask the host what it has and mark it up, or record why it can't be reached."""
+def host_update(*, host: Host, **fields) -> Host:
+    for name, value in fields.items():
+        setattr(host, name, value)
+    host.full_clean()
+    host.save()
+    host_check_enqueue(host)
+    return host
+
+
+def host_check_enqueue(host: Host) -> None:
+    from .tasks import host_check_task
+
+    host_check_task.delay_on_commit(str(host.id))
+
+
+def host_refresh(*, host: Host) -> Host:
+    """Check the host and reconcile its desktops now rather than at the next beat."""
+    host_check_enqueue(host)
+    return host
+
+
+def host_drain(*, host: Host) -> Host:
+    """Maintenance: no new desktops, starts or spare hand-outs here; running ones stay."""
+    Host.objects.filter(pk=host.pk).update(state=HostState.MAINTENANCE)
+    host.refresh_from_db()
+    logger.info("host %s drained", host.name)
+    return host
+
+
+def host_activate(*, host: Host) -> Host:
+    """Out of maintenance (or retry a down host now): the next check decides up or down."""
+    Host.objects.filter(pk=host.pk).update(state=HostState.NEW, failures=0)
+    host.refresh_from_db()
+    host_check_enqueue(host)
+    return host
+
+
+def host_set_enabled(*, host: Host, enabled: bool) -> Host:
+    Host.objects.filter(pk=host.pk).update(enabled=enabled)
+    host.refresh_from_db()
+    if enabled:
+        host_check_enqueue(host)
+    return host
+
+
+def host_delete(*, host: Host) -> None:
+    """Only an empty host goes: its desktops' disks and domains live there."""
+    with transaction.atomic():
+        host = Host.objects.select_for_update().get(pk=host.pk)
+        with scopes_disabled():
+            desktops = host.desktops.count()
+        if desktops:
+            raise Conflict(
+                f"Host {host.name} still has {desktops} desktop(s); drain it and delete or "
+                "move them first.", code="host_not_empty", details={"desktops": desktops},
+            )
+        host.delete()
+
+
+# --- health ---------------------------------------------------------------------------------
+def host_check(*, host: Host) -> Host:
+    """Probe the host, record what it has and whether it is fit for work, then reconcile.
+
+    Unreachable: a new host is down at once (with the reason); an up host goes down after
+    HOST_DOWN_AFTER_FAILURES checks in a row and its desktops become unknown. A host that
+    answers again comes back up and its desktops take the state libvirt reports.
+    """
+    driver = driver_for(host)
+    now = timezone.now()
     try:
-        info = driver_for(host).host_info()
+        info = driver.host_info()
     except DriverError as error:
-        Host.objects.filter(pk=host.pk).update(state=HostState.DOWN, last_error=str(error))
-        host.refresh_from_db()
-        logger.warning("host %s unreachable: %s", host.name, error)
-        return host
-    host.cpus, host.memory_mb = info.cpus, info.memory_mb
-    host.last_seen_at, host.last_error = timezone.now(), ""
-    if host.state in (HostState.NEW, HostState.DOWN):
-        host.state = HostState.UP
-    host.save(update_fields=["cpus", "memory_mb", "last_seen_at", "last_error", "state"])
+        return _host_unreachable(host, str(error), now)
+
+    problems = []
+    if not info.simulated and host.virt_type not in info.virt_types:
+        offered = ", ".join(info.virt_types) or "none"
+        problems.append(f"virt type {host.virt_type!r} is not offered by this host "
+                        f"(it offers: {offered})")
+    storage = None
+    try:
+        storage = driver.storage_info(host.storage_pool)
+    except NotFound:
+        problems.append(f"storage pool {host.storage_pool!r} does not exist on this host")
+    except DriverError as error:
+        return _host_unreachable(host, str(error), now)
+    if storage is not None and not storage.active:
+        problems.append(f"storage pool {host.storage_pool!r} is not active")
+
+    fields = {
+        "cpus": info.cpus, "memory_mb": info.memory_mb, "virt_types": list(info.virt_types),
+        "volumes": list(storage.volumes) if storage else [],
+        "storage_free_gb": storage.free_gb if storage else None,
+        "failures": 0, "last_seen_at": now, "last_checked_at": now,
+        "last_error": "; ".join(problems),
+    }
+    if host.state != HostState.MAINTENANCE:
+        fields["state"] = HostState.DOWN if problems else HostState.UP
+    Host.objects.filter(pk=host.pk).update(**fields)
+    was = host.state
+    host.refresh_from_db()
+    if problems:
+        logger.warning("host %s is not fit for desktops: %s", host.name, host.last_error)
+    elif was != host.state:
+        logger.info("host %s is %s", host.name, host.state)
+    host_reconcile(host=host, driver=driver)
     return host
 
 
-def host_place(*, vcpus: int, memory_mb: int) -> Host | None:
-    """The enabled, up host with the fewest committed vCPUs that fits the desktop, or None."""
-    reserving = Q(desktops__state__in=_RESERVING_STATES)
-    candidates = (
-        Host.objects.filter(enabled=True, state=HostState.UP)
-        .annotate(
-            used_vcpus=Sum("desktops__vcpus", filter=reserving, default=0),
-            used_memory=Sum("desktops__memory_mb", filter=reserving, default=0),
-        )
-        .order_by("used_vcpus", "name")
+def _host_unreachable(host: Host, error: str, now: datetime) -> Host:
+    Host.objects.filter(pk=host.pk).update(
+        failures=F("failures") + 1, last_error=error, last_checked_at=now
     )
-    for host in candidates:
-        fits_cpu = host.used_vcpus + vcpus <= host.vcpu_capacity
-        fits_memory = host.used_memory + memory_mb <= host.memory_capacity_mb
-        if fits_cpu and fits_memory:
-            return host
+    host.refresh_from_db()
+    logger.warning("host %s did not answer (%d in a row): %s", host.name, host.failures, error)
+    threshold = settings.VDI["HOST_DOWN_AFTER_FAILURES"]
+    if host.state == HostState.NEW or (host.state == HostState.UP and host.failures >= threshold):
+        Host.objects.filter(pk=host.pk).update(state=HostState.DOWN)
+        host.state = HostState.DOWN
+    if host.failures >= threshold:
+        _desktops_unknown(host)
+    return host
+
+
+def _desktops_unknown(host: Host) -> None:
+    from vdi.services import desktop_mark_unknown
+
+    with scopes_disabled():
+        for desktop in host.desktops.filter(state__in=SETTLED_STATES):
+            desktop_mark_unknown(desktop=desktop, reason=f"host {host.name} is not answering")
+
+
+# --- reconciliation -------------------------------------------------------------------------
+def host_reconcile(*, host: Host, driver: HypervisorDriver | None = None) -> dict:
+    """Compare the host's domains with the database and settle the differences.
+
+    Desktops follow what libvirt reports (a desktop whose domain vanished is marked lost);
+    domains the portal does not know are recorded on the host and never touched.
+    """
+    from vdi.services import desktop_observe
+
+    driver = driver or driver_for(host)
+    seen_at = timezone.now()
+    try:
+        domains = driver.list_domains()
+    except DriverError as error:
+        logger.warning("host %s: reconciliation skipped: %s", host.name, error)
+        return {}
+    changed = {}
+    with scopes_disabled():
+        desktops = list(host.desktops.exclude(
+            state__in=(DesktopState.PENDING, DesktopState.DELETING)
+        ))
+        for desktop in desktops:
+            power = domains.get(desktop.name, PowerState.MISSING)
+            outcome = desktop_observe(desktop=desktop, power=power, seen_at=seen_at)
+            if outcome:
+                changed[desktop.name] = outcome
+        known = {desktop.name for desktop in desktops}
+        known |= set(host.desktops.values_list("name", flat=True))
+    unknown = sorted(set(domains) - known)
+    if unknown != host.unknown_domains:
+        if unknown:
+            logger.warning("host %s has domains the portal did not create (left alone): %s",
+                           host.name, ", ".join(unknown))
+        Host.objects.filter(pk=host.pk).update(unknown_domains=unknown)
+        host.unknown_domains = unknown
+    return changed
+
+
+# --- events ---------------------------------------------------------------------------------
+def host_event(*, host: Host, event: DomainEvent, seen_at: datetime) -> None:
+    """Act on one event a host reported: a power change or a console (dis)connection."""
+    from brokers.services import session_console_event
+    from vdi.models import Desktop
+    from vdi.services import desktop_observe
+
+    with scopes_disabled():
+        desktop = Desktop.objects.filter(host=host, name=event.domain).select_related(
+            "host", "pool").first()
+        if desktop is None:
+            return
+        if event.kind == EventKind.LIFECYCLE and event.power_state is not None:
+            desktop_observe(desktop=desktop, power=event.power_state, seen_at=seen_at,
+                            detail=event.detail)
+        elif event.kind == EventKind.GRAPHICS:
+            session_console_event(desktop=desktop, phase=event.detail,
+                                  client_address=event.client_address)
+
+
+# --- placement ------------------------------------------------------------------------------
+def host_usage():
+    """Hosts annotated with what their desktops commit: ``used_vcpus``, ``used_memory``,
+    ``desktop_count``."""
+    reserving = Q(desktops__state__in=RESERVING_STATES)
+    return Host.objects.annotate(
+        used_vcpus=Sum("desktops__vcpus", filter=reserving, default=0),
+        used_memory=Sum("desktops__memory_mb", filter=reserving, default=0),
+        desktop_count=Count("desktops"),
+    )
+
+
+def host_place(*, vcpus: int, memory_mb: int, base_volume: str = "") -> Host | None:
+    """An enabled, up host with room for the desktop and its image's base volume, or None.
+
+    ``spread`` (the default) takes the least committed host, ``pack`` the most committed one
+    that still fits. Boots in flight count: starting and provisioning desktops reserve.
+    """
+    order = "used_vcpus" if settings.VDI["PLACEMENT"] == "spread" else "-used_vcpus"
+    with scopes_disabled():
+        candidates = host_usage().filter(enabled=True, state=HostState.UP).order_by(order, "name")
+        for host in candidates:
+            if base_volume and not host.has_volume(base_volume):
+                continue
+            fits_cpu = host.used_vcpus + vcpus <= host.vcpu_capacity
+            fits_memory = host.used_memory + memory_mb <= host.memory_capacity_mb
+            if fits_cpu and fits_memory:
+                return host
     return None

@@ -1,17 +1,19 @@
 from vdi.taskutils import platform_task
 
 from .models import Host
-from .services import host_probe
+from .services import host_check
 
 
-@platform_task("hypervisors.host_probe", acks_late=True)
-def host_probe_task(host_id: str, **_kwargs) -> None:
+@platform_task("hypervisors.host_check", acks_late=True)
+def host_check_task(host_id: str, **_kwargs) -> None:
+    # Safe to redeliver: a check only reads the host and settles the database to match.
     host = Host.objects.filter(pk=host_id).first()
     if host is not None:
-        host_probe(host=host)
+        host_check(host=host)
 
 
-@platform_task("hypervisors.hosts_probe")
-def hosts_probe_task(**_kwargs) -> None:
-    for host_id in Host.objects.filter(enabled=True).values_list("id", flat=True):
-        host_probe_task.delay(str(host_id))
+@platform_task("hypervisors.hosts_check")
+def hosts_check_task(**_kwargs) -> None:
+    """Beat: check every host, one task each, so a hung host delays only its own check."""
+    for host_id in Host.objects.values_list("id", flat=True):
+        host_check_task.apply_async((str(host_id),), expires=55)

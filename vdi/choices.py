@@ -43,7 +43,9 @@ DESKTOP_MACHINE = StateMachine(
     transitions={
         _D.PENDING: frozenset({_D.PROVISIONING, _D.DELETING, _D.ERROR}),
         _D.PROVISIONING: frozenset({_D.STOPPED, _D.ERROR, _D.UNKNOWN}),
-        _D.STOPPED: frozenset({_D.STARTING, _D.RECYCLING, _D.DELETING, _D.ERROR, _D.UNKNOWN}),
+        # stopped -> running: started outside the portal (seen by reconciliation or events).
+        _D.STOPPED: frozenset({_D.STARTING, _D.RUNNING, _D.RECYCLING, _D.DELETING, _D.ERROR,
+                               _D.UNKNOWN}),
         _D.STARTING: frozenset({_D.RUNNING, _D.STOPPED, _D.ERROR, _D.UNKNOWN}),
         _D.RUNNING: frozenset({_D.STOPPING, _D.STOPPED, _D.RECYCLING, _D.ERROR, _D.UNKNOWN}),
         _D.STOPPING: frozenset({_D.STOPPED, _D.RUNNING, _D.ERROR, _D.UNKNOWN}),

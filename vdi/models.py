@@ -195,6 +195,14 @@ class Operation(TenantOwnedModel):
         related_name="+", help_text="Empty when the platform acted on its own.",
     )
     params = models.JSONField(default=dict, blank=True)
+    waiting_for = models.CharField(
+        max_length=32, blank=True, default="",
+        help_text="What a pending operation waits for (e.g. a boot slot on its host).",
+    )
+    boot_host = models.ForeignKey(
+        "hypervisors.Host", on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        help_text="Set while this operation holds one of the host's boot slots.",
+    )
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=3)
     error = models.TextField(blank=True, default="")

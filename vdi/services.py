@@ -16,9 +16,11 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from hypervisors.drivers import DriverError, PowerState, TransientDriverError, driver_for
+from hypervisors.choices import HostState
 from hypervisors.domain_xml import DomainSpec, build_domain_xml
-from hypervisors.services import host_place
+from hypervisors.drivers import DriverError, PowerState, TransientDriverError, driver_for
+from hypervisors.models import Host
+from hypervisors.services import SETTLED_STATES, host_place
 from tenants.scoping import scopes_disabled, tenant_scope
 from tenants.services import quota_check_desktops, tenant_lock, tenant_require_active
 
@@ -37,7 +39,14 @@ from .models import Desktop, Image, Operation, Pool
 
 logger = logging.getLogger(__name__)
 
-SHUTDOWN_GRACE_S = 60
+# What a desktop becomes when its host reports the domain so.
+_OBSERVED_STATES = {
+    PowerState.RUNNING: DesktopState.RUNNING,
+    PowerState.PAUSED: DesktopState.RUNNING,
+    PowerState.STOPPED: DesktopState.STOPPED,
+    PowerState.CRASHED: DesktopState.STOPPED,
+    PowerState.MISSING: DesktopState.ERROR,
+}
 
 
 # --- images ---------------------------------------------------------------------------------
@@ -142,10 +151,13 @@ def desktop_claim_spare(*, pool: Pool, user, state: str) -> Desktop | None:
     serialises writers instead) just tries the next candidate.
     """
     candidates = Desktop.objects.filter(
-        pool=pool, state=state, assigned_user__isnull=True
+        pool=pool, state=state, assigned_user__isnull=True,
+        host__enabled=True, host__state=HostState.UP,  # not from drained or failing hosts
     ).order_by("created_at")
     if connection.features.has_select_for_update_skip_locked:
-        candidates = candidates.select_for_update(skip_locked=True)[:1]
+        # of=self: lock the desktop only; locking its host row too would make every other
+        # claimer skip all spares on that host.
+        candidates = candidates.select_for_update(skip_locked=True, of=("self",))[:1]
     else:
         candidates = candidates[:5]
     for desktop in candidates:
@@ -174,6 +186,53 @@ def desktop_power(*, desktop: Desktop, kind: str, actor) -> Operation:
                            code="operation_in_progress")
         params = {"start": desktop.state == DesktopState.RUNNING} if kind == OperationKind.RESET else {}
         return operation_create(desktop=desktop, kind=kind, actor=actor, params=params)
+
+
+def desktop_observe(*, desktop: Desktop, power: PowerState, seen_at, detail: str = "") -> str:
+    """Bring a settled desktop in line with what its host reported at ``seen_at``.
+
+    Reconciliation and host events both land here. A desktop an operation is working on is
+    left to that operation, and so is one whose state changed after the observation. A
+    running desktop found stopped, or any desktop whose domain vanished, was lost outside
+    the portal: that is recorded in ``last_error`` and its sessions end. Returns the new
+    state, or an empty string when nothing changed.
+    """
+    target = _OBSERVED_STATES.get(power)
+    current = desktop.state
+    if target is None or target == current or current not in (*SETTLED_STATES, DesktopState.UNKNOWN):
+        return ""
+    if Operation.objects.filter(desktop=desktop, state__in=UNFINISHED_OPERATION_STATES).exists():
+        return ""
+    host = desktop.host.name if desktop.host_id else "its host"
+    lost = ""
+    if target == DesktopState.ERROR:
+        lost = f"its domain disappeared from {host} outside the portal"
+    elif current == DesktopState.RUNNING:
+        why = detail or ("crashed" if power == PowerState.CRASHED else "stopped")
+        lost = f"stopped outside the portal on {host} ({why})"
+    fields = {"last_error": lost} if lost or current == DesktopState.UNKNOWN else {}
+    if target != DesktopState.RUNNING:
+        fields.update(spice_port=None, spice_tls_port=None, vnc_port=None)
+    if not DESKTOP_MACHINE.move(Desktop, desktop.pk, current, target,
+                                unchanged_since=seen_at, **fields):
+        return ""
+    desktop.state = target
+    logger.log(logging.WARNING if lost else logging.INFO, "desktop %s: %s -> %s%s",
+               desktop.name, current, target, f" ({lost})" if lost else "")
+    from brokers.services import sessions_end_for_desktop, sessions_ready_for_desktop
+
+    if target == DesktopState.RUNNING:
+        _refresh_ports(desktop)
+        sessions_ready_for_desktop(desktop=desktop)
+    elif lost or current == DesktopState.UNKNOWN:
+        sessions_end_for_desktop(desktop=desktop)
+    return target
+
+
+def desktop_mark_unknown(*, desktop: Desktop, reason: str) -> bool:
+    """Its host stopped answering: nobody knows what the desktop is doing until it answers."""
+    return bool(DESKTOP_MACHINE.move(Desktop, desktop.pk, desktop.state, DesktopState.UNKNOWN,
+                                     last_error=reason))
 
 
 # --- operations -----------------------------------------------------------------------------
@@ -208,8 +267,17 @@ def operation_claim(*, operation_id) -> Operation | None:
     )
 
 
+WAITING = "waiting"
+BOOT_SLOT = "boot_slot"
+
+
+class _WaitForBootSlot(Exception):
+    """Every boot slot on the desktop's host is taken: wait in line, don't fail."""
+
+
 def operation_run(*, operation_id) -> str:
-    """Run one operation. Returns its final state, or ``pending`` when it should be retried."""
+    """Run one operation. Returns its final state; ``pending`` when it should be retried after
+    a transient error, ``waiting`` when it waits for a boot slot on its host."""
     operation = operation_claim(operation_id=operation_id)
     if operation is None:
         return "skipped"
@@ -218,6 +286,11 @@ def operation_run(*, operation_id) -> str:
         if desktop is None:
             raise DriverError("the desktop no longer exists")
         _EXECUTORS[operation.kind](desktop, operation)
+    except _WaitForBootSlot as wait:
+        # Not an attempt: the operation keeps its place in the host's line.
+        OPERATION_MACHINE.move(Operation, operation.pk, OpState.RUNNING, OpState.PENDING,
+                               attempts=F("attempts") - 1, error=str(wait))
+        return WAITING
     except DriverError as error:
         if error.transient and operation.attempts < operation.max_attempts:
             OPERATION_MACHINE.apply(operation, OpState.PENDING, error=str(error))
@@ -228,8 +301,12 @@ def operation_run(*, operation_id) -> str:
     except Exception as error:  # noqa: BLE001 - recorded, then re-raised for the worker log
         operation_fail(operation=operation, error=f"internal error: {error}")
         raise
-    OPERATION_MACHINE.apply(operation, OpState.SUCCEEDED, finished_at=timezone.now(), error="")
-    return OpState.SUCCEEDED
+    else:
+        OPERATION_MACHINE.apply(operation, OpState.SUCCEEDED, finished_at=timezone.now(),
+                                error="", waiting_for="")
+        return OpState.SUCCEEDED
+    finally:
+        _boot_slot_release(operation)
 
 
 def operation_fail(*, operation: Operation, error: str) -> None:
@@ -264,6 +341,47 @@ def operations_reap() -> int:
     return reaped
 
 
+# --- storm control: at most max_concurrent_boots starts in flight per host -----------------
+def _boot_slot_take(desktop: Desktop, operation: Operation) -> None:
+    """Hold one of the host's boot slots for the rest of this operation, or wait in line.
+
+    The line is the order operations were asked for: a slot goes to this operation only if
+    the operations waiting ahead of it on the same host still leave one free.
+    """
+    with transaction.atomic():
+        host = Host.objects.select_for_update().get(pk=desktop.host_id)
+        booting = Operation.objects.filter(boot_host=host, state=OpState.RUNNING).exclude(
+            pk=operation.pk).count()
+        ahead = Operation.objects.filter(
+            waiting_for=BOOT_SLOT, desktop__host=host, state__in=UNFINISHED_OPERATION_STATES,
+            created_at__lt=operation.created_at,
+        ).exclude(pk=operation.pk).count()
+        if booting + ahead >= host.max_concurrent_boots:
+            Operation.objects.filter(pk=operation.pk).update(waiting_for=BOOT_SLOT)
+            raise _WaitForBootSlot(
+                f"waiting for a boot slot on {host.name} ({booting} of "
+                f"{host.max_concurrent_boots} in use, {ahead} waiting ahead)"
+            )
+        Operation.objects.filter(pk=operation.pk).update(boot_host=host, waiting_for="")
+
+
+def _boot_slot_release(operation: Operation) -> None:
+    """Give the slot back and wake the first operation waiting for one on that host."""
+    host_id = Operation.objects.filter(pk=operation.pk).values_list("boot_host", flat=True).first()
+    if host_id is None:
+        return
+    Operation.objects.filter(pk=operation.pk).update(boot_host=None)
+    next_id = (
+        Operation.objects.filter(waiting_for=BOOT_SLOT, state=OpState.PENDING,
+                                 desktop__host_id=host_id)
+        .order_by("created_at").values_list("id", flat=True).first()
+    )
+    if next_id is not None:
+        from .tasks import operation_run_task
+
+        operation_run_task.delay(str(next_id))
+
+
 # --- executors: run in workers, the only code that drives hosts -----------------------------
 def _domain_spec(desktop: Desktop, disk_path: str) -> DomainSpec:
     host, image = desktop.host, desktop.image
@@ -277,9 +395,12 @@ def _domain_spec(desktop: Desktop, disk_path: str) -> DomainSpec:
         disk_path=disk_path,
         console_address=host.console_address,
         network=host.network,
+        bridge=host.bridge,
         kernel=image.kernel if kernel_boot else "",
         initrd=image.initrd if kernel_boot else "",
         cmdline=image.cmdline if kernel_boot else "",
+        # Lab images print to a serial console: keep it where libvirt keeps guest logs.
+        serial_log=f"/var/log/libvirt/qemu/{desktop.name}-serial.log" if kernel_boot else "",
         title=f"{desktop.pool.name} / {desktop.name}",
         metadata={"tenant": desktop.tenant.slug, "pool": str(desktop.pool_id)},
     )
@@ -316,9 +437,13 @@ def _provision(desktop: Desktop, operation: Operation) -> None:
     DESKTOP_MACHINE.enter(desktop, DesktopState.PROVISIONING)
     if desktop.host_id is None:
         with transaction.atomic():
-            host = host_place(vcpus=desktop.vcpus, memory_mb=desktop.memory_mb)
+            host = host_place(vcpus=desktop.vcpus, memory_mb=desktop.memory_mb,
+                              base_volume=desktop.image.base_volume)
             if host is None:
-                raise TransientDriverError("no enabled host has room for this desktop")
+                raise TransientDriverError(
+                    "no enabled, up host has room for this desktop and the image's base "
+                    f"volume {desktop.image.base_volume!r}"
+                )
             Desktop.objects.filter(pk=desktop.pk).update(host=host)
             desktop.host = host
     _build_disk_and_domain(desktop)
@@ -336,6 +461,7 @@ def _refresh_ports(desktop: Desktop) -> None:
 
 def _start(desktop: Desktop, operation: Operation) -> None:
     DESKTOP_MACHINE.enter(desktop, DesktopState.STARTING)
+    _boot_slot_take(desktop, operation)
     driver_for(desktop.host).start(desktop.name)
     _refresh_ports(desktop)
     DESKTOP_MACHINE.apply(desktop, DesktopState.RUNNING, last_error="")
@@ -364,7 +490,7 @@ def _shutdown(desktop: Desktop, operation: Operation) -> None:
     DESKTOP_MACHINE.enter(desktop, DesktopState.STOPPING)
     driver = driver_for(desktop.host)
     driver.shutdown(desktop.name)
-    if not _wait_stopped(desktop, operation.params.get("grace_s", SHUTDOWN_GRACE_S)):
+    if not _wait_stopped(desktop, operation.params.get("grace_s", settings.VDI["SHUTDOWN_GRACE_S"])):
         logger.info("desktop %s ignored shutdown; powering off", desktop.name)
         driver.destroy(desktop.name)
     _stopped(desktop)

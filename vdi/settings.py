@@ -215,9 +215,9 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 30.0,
         "options": {"expires": 25},
     },
-    "hosts-probe": {
-        "task": "hypervisors.hosts_probe",
-        "schedule": 60.0,
+    "hosts-check": {
+        "task": "hypervisors.hosts_check",
+        "schedule": float(os.environ.get("VDI_HOST_CHECK_INTERVAL_S", "60")),
         "options": {"expires": 55},
     },
     "operations-reap": {
@@ -240,7 +240,18 @@ VDI = {
     "OPERATION_DEADLINE_S": int(os.environ.get("VDI_OPERATION_DEADLINE_S", "600")),
     # Seconds a libvirt call may take before it is abandoned.
     "LIBVIRT_CALL_TIMEOUT_S": float(os.environ.get("VDI_LIBVIRT_CALL_TIMEOUT_S", "30")),
+    # A host that fails this many checks in a row is marked down, its desktops unknown.
+    "HOST_DOWN_AFTER_FAILURES": int(os.environ.get("VDI_HOST_DOWN_AFTER_FAILURES", "3")),
+    # Placement: "spread" puts a desktop on the least committed host, "pack" on the most
+    # committed one that still has room (fewer hosts busy).
+    "PLACEMENT": os.environ.get("VDI_PLACEMENT", "spread"),
+    # How long a graceful shutdown may take before the desktop is powered off.
+    "SHUTDOWN_GRACE_S": float(os.environ.get("VDI_SHUTDOWN_GRACE_S", "60")),
+    # How soon an operation waiting for a boot slot on its host looks again.
+    "BOOT_SLOT_RETRY_S": float(os.environ.get("VDI_BOOT_SLOT_RETRY_S", "2")),
 }
+if VDI["PLACEMENT"] not in {"spread", "pack"}:
+    raise ImproperlyConfigured(f"VDI_PLACEMENT must be spread or pack, not {VDI['PLACEMENT']!r}")
 
 LOGGING = {
     "version": 1,

@@ -32,16 +32,21 @@ class StateMachine:
         if not self.can(current, target):
             raise IllegalTransition(self.label, current, target)
 
-    def move(self, model: type[models.Model], pk, current: str, target: str, **fields) -> dict:
+    def move(self, model: type[models.Model], pk, current: str, target: str, *,
+             unchanged_since=None, **fields) -> dict:
         """Move the row ``pk`` from ``current`` to ``target`` with one conditional UPDATE.
 
         Returns the values written, or an empty dict when the row was no longer ``current``:
-        of several concurrent writers (or a redelivered task) exactly one wins.
+        of several concurrent writers (or a redelivered task) exactly one wins. With
+        ``unchanged_since``, a row whose state changed after that moment is left alone too:
+        an observation made then is already out of date.
         """
         self.check(current, target)
         values = {self.state_field: target, self.changed_field: timezone.now(), **fields}
-        updated = model._base_manager.filter(pk=pk, **{self.state_field: current}).update(**values)
-        return values if updated else {}
+        rows = model._base_manager.filter(pk=pk, **{self.state_field: current})
+        if unchanged_since is not None:
+            rows = rows.filter(**{f"{self.changed_field}__lte": unchanged_since})
+        return values if rows.update(**values) else {}
 
     def apply(self, instance: models.Model, target: str, **fields) -> None:
         """Move ``instance`` to ``target`` if, in the database, it is still in the state this

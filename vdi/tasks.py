@@ -1,6 +1,8 @@
+from django.conf import settings
+
 from .choices import OperationState
 from .models import Operation, Pool
-from .services import operation_run, operations_reap, pool_autoscale
+from .services import WAITING, operation_run, operations_reap, pool_autoscale
 from .taskutils import platform_task
 
 
@@ -11,6 +13,10 @@ def operation_run_task(operation_id: str, **_kwargs) -> str:
     if outcome == OperationState.PENDING:
         attempts = Operation.objects.values_list("attempts", flat=True).get(pk=operation_id)
         operation_run_task.apply_async((operation_id,), countdown=min(2**attempts, 60))
+    elif outcome == WAITING:
+        # Also woken early when a slot frees up; whichever message comes first claims it.
+        operation_run_task.apply_async((operation_id,),
+                                       countdown=settings.VDI["BOOT_SLOT_RETRY_S"])
     return outcome
 
 

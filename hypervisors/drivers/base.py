@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Callable, Protocol
 
 
 class DriverError(Exception):
@@ -50,6 +50,33 @@ class HostInfo:
     memory_mb: int
     hypervisor: str
     simulated: bool
+    virt_types: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StorageInfo:
+    active: bool
+    capacity_gb: float
+    free_gb: float
+    volumes: tuple[str, ...]
+
+
+class EventKind(str, enum.Enum):
+    LIFECYCLE = "lifecycle"
+    GRAPHICS = "graphics"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class DomainEvent:
+    """Something a host reported on its own: a domain's power state changed, a console
+    client connected or left, or the connection to the host closed (``domain`` empty)."""
+
+    kind: EventKind
+    domain: str = ""
+    power_state: PowerState | None = None
+    detail: str = ""
+    client_address: str = ""
 
 
 @dataclass(frozen=True)
@@ -59,8 +86,14 @@ class ConsolePorts:
     vnc_port: int | None
 
 
+class Subscription(Protocol):
+    def cancel(self) -> None: ...
+
+
 class HypervisorDriver(Protocol):
     def host_info(self) -> HostInfo: ...
+
+    def storage_info(self, pool: str) -> StorageInfo: ...
 
     def volume_exists(self, pool: str, name: str) -> bool: ...
 
@@ -91,3 +124,6 @@ class HypervisorDriver(Protocol):
     ) -> None: ...
 
     def list_domains(self) -> dict[str, PowerState]: ...
+
+    def subscribe(self, callback: Callable[[DomainEvent], None]) -> Subscription:
+        """Call ``callback`` (on the driver's event thread: keep it quick) for every event."""

@@ -16,11 +16,14 @@ from django.conf import settings
 from .base import (
     ConsolePorts,
     ConsoleTicketUnsupported,
+    DomainEvent,
     DriverError,
+    EventKind,
     HostInfo,
     NotFound,
     PermanentDriverError,
     PowerState,
+    StorageInfo,
     TransientDriverError,
     Unsupported,
 )
@@ -57,14 +60,81 @@ _POWER_STATES = {
     libvirt.VIR_DOMAIN_CRASHED: PowerState.CRASHED,
 }
 
+# What a lifecycle event says about the domain's power state.
+_EVENT_POWER_STATES = {
+    libvirt.VIR_DOMAIN_EVENT_STARTED: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_EVENT_RESUMED: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: PowerState.PAUSED,
+    libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: PowerState.PAUSED,
+    libvirt.VIR_DOMAIN_EVENT_STOPPED: PowerState.STOPPED,
+    libvirt.VIR_DOMAIN_EVENT_SHUTDOWN: PowerState.RUNNING,  # the guest is shutting down
+    libvirt.VIR_DOMAIN_EVENT_CRASHED: PowerState.CRASHED,
+    libvirt.VIR_DOMAIN_EVENT_UNDEFINED: PowerState.MISSING,
+}
+_STOPPED_DETAILS = {
+    libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED: "destroyed",
+    libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_EVENT_STOPPED_MIGRATED: "migrated",
+    libvirt.VIR_DOMAIN_EVENT_STOPPED_SAVED: "saved",
+    libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED: "failed",
+}
+_GRAPHICS_PHASES = {
+    libvirt.VIR_DOMAIN_EVENT_GRAPHICS_CONNECT: "connect",
+    libvirt.VIR_DOMAIN_EVENT_GRAPHICS_INITIALIZE: "initialize",
+    libvirt.VIR_DOMAIN_EVENT_GRAPHICS_DISCONNECT: "disconnect",
+}
+
+# Keepalive: a host that misses this many probes this many seconds apart is closed, which
+# drops its cached connection; the next call reconnects.
+KEEPALIVE_INTERVAL_S = 5
+KEEPALIVE_COUNT = 3
+
 # One connection per URI per process, shared by the worker's threads (libvirt is thread-safe).
 _connections: dict[str, libvirt.virConnect] = {}
+# Event callbacks per URI, told when the URI's connection closes.
+_subscribers: dict[str, set[Callable[[DomainEvent], None]]] = {}
 # Each URI opens under its own lock, so a host that hangs while connecting stalls only its own
 # callers; the shared lock guards the dictionaries and is never held across a libvirt call.
 _open_locks: dict[str, threading.Lock] = {}
 _connections_lock = threading.Lock()
 # Calls run here so a hung host costs a timeout, not a stuck worker.
 _executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="libvirt")
+
+
+_event_loop_lock = threading.Lock()
+_event_loop_running = False
+
+
+def _ensure_event_loop() -> None:
+    """Run libvirt's event loop on a thread of its own: keepalive, close callbacks and domain
+    events only work while it runs. It must be registered before the first connection."""
+    global _event_loop_running
+    with _event_loop_lock:
+        if _event_loop_running:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def loop() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=loop, name="libvirt-events", daemon=True).start()
+        _event_loop_running = True
+
+
+def _on_close(conn: libvirt.virConnect, reason: int, uri: str) -> None:
+    """The host went away (keepalive timeout, daemon restart): forget the connection so the
+    next call opens a new one, and tell subscribers their events stopped. Runs on the event
+    thread, so it must not call back into libvirt on this connection."""
+    with _connections_lock:
+        cached = _connections.get(uri)
+        if cached is conn or (cached is not None and not cached.isAlive()):
+            _connections.pop(uri, None)
+        callbacks = list(_subscribers.pop(uri, ()))
+    logger.warning("connection to %s closed (reason %s)", uri, reason)
+    for callback in callbacks:
+        callback(DomainEvent(kind=EventKind.CLOSED, detail=f"connection closed ({reason})"))
 
 
 def _classify(error: libvirt.libvirtError) -> DriverError:
@@ -130,10 +200,19 @@ class LibvirtDriver:
                 conn = _connections.get(self.uri)
             if conn is not None and conn.isAlive():
                 return conn
+            _ensure_event_loop()
             conn = libvirt.open(self.uri)
+            self._watch_connection(conn)
             with _connections_lock:
                 _connections[self.uri] = conn
             return conn
+
+    def _watch_connection(self, conn: libvirt.virConnect) -> None:
+        # The in-process test driver has no wire to keep alive and never closes on its own.
+        if conn.getType() == "TEST":
+            return
+        conn.setKeepAlive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
+        conn.registerCloseCallback(_on_close, self.uri)
 
     def _call(self, fn: Callable[[libvirt.virConnect], Any]) -> Any:
         def run():
@@ -157,15 +236,37 @@ class LibvirtDriver:
     def host_info(self) -> HostInfo:
         def probe(conn):
             _model, memory_mb, cpus, *_ = conn.getInfo()
+            capabilities = ET.fromstring(conn.getCapabilities())
+            virt_types = {
+                domain.get("type")
+                for domain in capabilities.findall("./guest/arch[@name='x86_64']/domain")
+            }
             return HostInfo(
                 hostname=conn.getHostname(),
                 cpus=cpus,
                 memory_mb=memory_mb,
                 hypervisor=conn.getType(),
                 simulated=conn.getType() == "TEST",
+                virt_types=tuple(sorted(virt_types - {None})),
             )
 
         return self._call(probe)
+
+    def storage_info(self, pool: str) -> StorageInfo:
+        def inspect(conn):
+            storage = conn.storagePoolLookupByName(pool)
+            active = bool(storage.isActive())
+            if active:
+                storage.refresh(0)  # volumes copied in by hand since the last look
+            _state, capacity, _allocation, available = storage.info()
+            return StorageInfo(
+                active=active,
+                capacity_gb=round(capacity / 2**30, 1),
+                free_gb=round(available / 2**30, 1),
+                volumes=tuple(sorted(storage.listVolumes())) if active else (),
+            )
+
+        return self._call(inspect)
 
     # --- storage ----------------------------------------------------------------------------
     def volume_exists(self, pool: str, name: str) -> bool:
@@ -242,6 +343,43 @@ class LibvirtDriver:
 
         return self._call(listing)
 
+    # --- events -----------------------------------------------------------------------------
+    def subscribe(self, callback: Callable[[DomainEvent], None]) -> "_Subscription":
+        """Deliver lifecycle and graphics events of every domain on this host to ``callback``,
+        and one CLOSED event if the connection drops (then subscribe again)."""
+
+        def lifecycle(_conn, dom, event, detail, _opaque):
+            if event not in _EVENT_POWER_STATES:
+                return  # defined, undefined-only changes and the like carry no power state
+            callback(DomainEvent(
+                kind=EventKind.LIFECYCLE, domain=dom.name(),
+                power_state=_EVENT_POWER_STATES[event],
+                detail=_STOPPED_DETAILS.get(detail, "") if event == libvirt.VIR_DOMAIN_EVENT_STOPPED
+                else "",
+            ))
+
+        def graphics(_conn, dom, phase, _local, remote, _scheme, _subject, _opaque):
+            callback(DomainEvent(
+                kind=EventKind.GRAPHICS, domain=dom.name(),
+                detail=_GRAPHICS_PHASES.get(phase, str(phase)),
+                client_address=(remote or {}).get("node", ""),
+            ))
+
+        def register(conn):
+            ids = [conn.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, lifecycle, None)]
+            try:
+                ids.append(conn.domainEventRegisterAny(
+                    None, libvirt.VIR_DOMAIN_EVENT_ID_GRAPHICS, graphics, None))
+            except libvirt.libvirtError:
+                pass  # the test driver has no graphics events
+            return conn, ids
+
+        conn, ids = self._call(register)
+        with _connections_lock:
+            _subscribers.setdefault(self.uri, set()).add(callback)
+        return _Subscription(self, conn, ids, callback)
+
     # --- consoles ---------------------------------------------------------------------------
     def console_ports(self, name: str) -> ConsolePorts:
         root = ET.fromstring(self._on_domain(name, lambda d: d.XMLDesc(0)))
@@ -287,3 +425,24 @@ class LibvirtDriver:
             raise ConsoleTicketUnsupported(
                 f"this host cannot set console passwords ({error})"
             ) from error
+
+
+class _Subscription:
+    def __init__(self, driver: LibvirtDriver, conn, ids: list[int], callback):
+        self._driver, self._conn, self._ids, self._callback = driver, conn, ids, callback
+
+    def cancel(self) -> None:
+        with _connections_lock:
+            _subscribers.get(self._driver.uri, set()).discard(self._callback)
+
+        def deregister(_conn):
+            for callback_id in self._ids:
+                try:
+                    self._conn.domainEventDeregisterAny(callback_id)
+                except libvirt.libvirtError:
+                    pass  # the connection is already gone
+
+        try:
+            self._driver._call(deregister)
+        except DriverError:
+            pass

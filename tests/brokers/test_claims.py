@@ -12,12 +12,12 @@ from vdi.services import desktop_claim_spare
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_parallel_claims_hand_each_spare_to_one_user(make_pool, make_user, tenant):
+def test_parallel_claims_hand_each_spare_to_one_user(make_pool, make_user, tenant, host):
     pool = make_pool(min_ready=0)
     with tenant_scope(tenant):
         for n in range(5):
             Desktop.objects.create(tenant=tenant, pool=pool, image=pool.image, name=f"spare-{n}",
-                                   vcpus=1, memory_mb=256, state="running")
+                                   vcpus=1, memory_mb=256, state="running", host=host)
     claimants = [make_user(f"user{n}") for n in range(12)]
     barrier = threading.Barrier(len(claimants))
     won: dict[str, str] = {}

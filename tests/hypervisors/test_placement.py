@@ -1,15 +1,14 @@
-"""Placement (host_place) and probing (host_probe) of hypervisor hosts."""
+"""Placement (host_place): which host a new desktop goes to."""
 
 from __future__ import annotations
 
 import itertools
 
-import libvirt
 import pytest
 
 from hypervisors.choices import HostState
 from hypervisors.models import Host
-from hypervisors.services import host_place, host_probe
+from hypervisors.services import host_place
 from tenants.scoping import scopes_disabled
 from vdi.choices import DesktopState
 from vdi.models import Desktop
@@ -149,55 +148,3 @@ def test_none_when_every_host_is_full(make_host, place_desktop):
         place_desktop(make_host(name, cpus=2), vcpus=2)
 
     assert host_place(vcpus=1, memory_mb=512) is None
-
-
-# --- host_probe -----------------------------------------------------------------------------
-@pytest.fixture
-def test_node():
-    conn = libvirt.open("test:///default")
-    _model, memory_mb, cpus, *_ = conn.getInfo()
-    conn.close()
-    return {"cpus": cpus, "memory_mb": memory_mb}
-
-
-def test_probe_brings_a_new_host_up_with_its_resources(make_host, test_node):
-    host = make_host("new", state=HostState.NEW, cpus=0, memory_mb=0)
-
-    host_probe(host=host)
-
-    host.refresh_from_db()
-    assert host.state == HostState.UP
-    assert (host.cpus, host.memory_mb) == (test_node["cpus"], test_node["memory_mb"])
-    assert host.last_seen_at is not None
-    assert host.last_error == ""
-
-
-def test_probe_brings_a_down_host_back_and_clears_its_error(make_host):
-    host = make_host("back", state=HostState.DOWN, last_error="connection refused")
-
-    host_probe(host=host)
-
-    host.refresh_from_db()
-    assert host.state == HostState.UP
-    assert host.last_error == ""
-
-
-def test_probe_leaves_a_host_in_maintenance(make_host, test_node):
-    host = make_host("maint", state=HostState.MAINTENANCE, cpus=0)
-
-    host_probe(host=host)
-
-    host.refresh_from_db()
-    assert host.state == HostState.MAINTENANCE
-    assert host.cpus == test_node["cpus"]
-
-
-def test_probe_marks_an_unreachable_host_down_with_the_reason(make_host):
-    host = make_host("broken", uri="test:///nonexistent/file.xml", state=HostState.UP)
-
-    returned = host_probe(host=host)
-
-    host.refresh_from_db()
-    assert host.state == HostState.DOWN == returned.state
-    assert "/nonexistent/file.xml" in host.last_error
-    assert host.last_seen_at is None

@@ -63,7 +63,7 @@ def test_provisioning_without_a_host_fails_visibly_after_retries(make_pool, tena
                 operation_run(operation_id=operation.id)
             operation.refresh_from_db()
         assert operation.state == OperationState.FAILED
-        assert "no enabled host" in operation.error
+        assert "no enabled, up host has room" in operation.error
         assert operation.attempts == operation.max_attempts
         assert Desktop.objects.get(pool=pool).state == DesktopState.ERROR
 

@@ -14,7 +14,7 @@ def test_desktop_lifecycle_path_is_allowed():
 
 
 @pytest.mark.parametrize("current,target", [
-    ("pending", "running"), ("stopped", "running"), ("running", "provisioning"),
+    ("pending", "running"), ("stopped", "stopping"), ("running", "provisioning"),
     ("deleting", "running"), ("stopping", "starting"),
 ])
 def test_desktop_illegal_transitions_are_refused(current, target):
