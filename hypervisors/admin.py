@@ -4,11 +4,10 @@ from django.utils.html import format_html
 from .models import Host
 from .services import (
     host_activate,
-    host_create,
     host_drain,
     host_refresh,
+    host_save,
     host_set_enabled,
-    host_update,
     host_usage,
 )
 
@@ -45,11 +44,7 @@ class HostAdmin(admin.ModelAdmin):
         return host_usage()
 
     def save_model(self, request, obj, form, change):
-        if change:
-            host_update(host=obj)
-        else:
-            host_create(**{f.name: getattr(obj, f.name) for f in obj._meta.concrete_fields
-                           if f.name in form.cleaned_data})
+        host_save(host=obj)
 
     @admin.display(description="vCPUs committed", ordering="used_vcpus")
     def vcpus_in_use(self, host):

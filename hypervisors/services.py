@@ -44,16 +44,18 @@ SETTLED_STATES = (DesktopState.RUNNING, DesktopState.STOPPED)
 
 # --- registration and operator actions ------------------------------------------------------
 def host_create(**fields) -> Host:
-    host = Host(**fields)
-    host.full_clean()
-    host.save()
-    host_check_enqueue(host)
-    return host
+    return host_save(host=Host(**fields))
 
 
 def host_update(*, host: Host, **fields) -> Host:
     for name, value in fields.items():
         setattr(host, name, value)
+    return host_save(host=host)
+
+
+def host_save(*, host: Host) -> Host:
+    """Validate and save a new or edited host, then check it: the probe fills in what it
+    has and brings it up, or records why not."""
     host.full_clean()
     host.save()
     host_check_enqueue(host)

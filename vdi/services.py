@@ -356,13 +356,15 @@ def _boot_slot_take(desktop: Desktop, operation: Operation) -> None:
             waiting_for=BOOT_SLOT, desktop__host=host, state__in=UNFINISHED_OPERATION_STATES,
             created_at__lt=operation.created_at,
         ).exclude(pk=operation.pk).count()
-        if booting + ahead >= host.max_concurrent_boots:
-            Operation.objects.filter(pk=operation.pk).update(waiting_for=BOOT_SLOT)
-            raise _WaitForBootSlot(
-                f"waiting for a boot slot on {host.name} ({booting} of "
-                f"{host.max_concurrent_boots} in use, {ahead} waiting ahead)"
-            )
-        Operation.objects.filter(pk=operation.pk).update(boot_host=host, waiting_for="")
+        granted = booting + ahead < host.max_concurrent_boots
+        Operation.objects.filter(pk=operation.pk).update(
+            boot_host=host if granted else None, waiting_for="" if granted else BOOT_SLOT
+        )
+    if not granted:
+        raise _WaitForBootSlot(
+            f"waiting for a boot slot on {host.name} ({booting} of "
+            f"{host.max_concurrent_boots} in use, {ahead} waiting ahead)"
+        )
 
 
 def _boot_slot_release(operation: Operation) -> None:

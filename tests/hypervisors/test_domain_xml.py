@@ -39,6 +39,7 @@ KERNEL_BOOT = make_spec(
     cmdline="console=tty0 console=ttyS0",
     serial_log="/var/log/vdi/desk-1.serial.log",
 )
+BRIDGED = make_spec(bridge="br0")
 
 
 def parse(spec: DomainSpec) -> ET.Element:
@@ -62,7 +63,8 @@ def validator() -> str:
     return path
 
 
-@pytest.mark.parametrize("spec", [DISK_BOOT, KERNEL_BOOT], ids=["disk-boot", "kernel-boot"])
+@pytest.mark.parametrize("spec", [DISK_BOOT, KERNEL_BOOT, BRIDGED],
+                         ids=["disk-boot", "kernel-boot", "bridged"])
 def test_xml_validates_against_libvirt_schema(spec, validator, tmp_path):
     path = tmp_path / "domain.xml"
     path.write_text(build_domain_xml(spec))
@@ -126,7 +128,8 @@ def test_no_serial_device_without_a_serial_log():
     assert parse(DISK_BOOT).find("./devices/serial") is None
 
 
-@pytest.mark.parametrize("spec", [DISK_BOOT, KERNEL_BOOT], ids=["disk-boot", "kernel-boot"])
+@pytest.mark.parametrize("spec", [DISK_BOOT, KERNEL_BOOT, BRIDGED],
+                         ids=["disk-boot", "kernel-boot", "bridged"])
 def test_both_displays_listen_on_console_address_and_are_locked(spec):
     displays = graphics(parse(spec))
 
@@ -168,6 +171,14 @@ def test_network_interface_only_when_a_network_is_set():
     assert with_network[0].find("source").get("network") == "desktops"
     assert with_network[0].find("model").get("type") == "virtio"
     assert without_network == []
+
+
+def test_a_bridge_gives_a_bridged_virtio_interface():
+    interfaces = parse(BRIDGED).findall("./devices/interface")
+
+    assert [i.get("type") for i in interfaces] == ["bridge"]
+    assert interfaces[0].find("source").get("bridge") == "br0"
+    assert interfaces[0].find("model").get("type") == "virtio"
 
 
 def test_disk_is_virtio_qcow2_on_the_overlay_path():

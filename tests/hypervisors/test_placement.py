@@ -148,3 +148,23 @@ def test_none_when_every_host_is_full(make_host, place_desktop):
         place_desktop(make_host(name, cpus=2), vcpus=2)
 
     assert host_place(vcpus=1, memory_mb=512) is None
+
+
+def test_pack_fills_the_busiest_host_that_still_fits(make_host, place_desktop, settings):
+    settings.VDI = {**settings.VDI, "PLACEMENT": "pack"}
+    busy, idle = make_host("a-busy"), make_host("b-idle")
+    place_desktop(busy, vcpus=3)
+
+    assert host_place(vcpus=1, memory_mb=512) == busy
+    assert host_place(vcpus=2, memory_mb=512) == idle  # busy has one vCPU left
+
+
+def test_hosts_without_the_images_base_volume_are_skipped(make_host):
+    remote = {"uri": "qemu+tls://kvm.example.com/system"}
+    lacking = make_host("a-lacking", volumes=["other.qcow2"], **remote)
+    having = make_host("b-having", volumes=["debian-v1.qcow2"], **remote)
+
+    assert host_place(vcpus=1, memory_mb=512, base_volume="debian-v1.qcow2") == having
+    Host.objects.filter(pk=having.pk).update(volumes=[])
+    assert host_place(vcpus=1, memory_mb=512, base_volume="debian-v1.qcow2") is None
+    assert host_place(vcpus=1, memory_mb=512) == lacking

@@ -41,3 +41,47 @@ def test_non_staff_cannot_open_admin(client, users):
 def test_project_apps_are_all_covered():
     assert {m._meta.app_label for m in project_models()} == {
         "tenants", "hypervisors", "vdi", "brokers"} and apps.is_installed("vdi")
+
+
+def test_host_list_shows_capacity_bars_and_the_last_error(admin_client, make_pool, host,
+                                                          run_tasks):
+    from hypervisors.models import Host
+
+    with run_tasks():
+        make_pool(min_ready=2, vcpus=2)
+    Host.objects.filter(pk=host.pk).update(last_error="storage pool 'x' is not active")
+
+    html = admin_client.get("/admin/hypervisors/host/").content.decode()
+
+    assert '<meter min="0" max="64" value="4"' in html  # 16 cpus x 4.0 overcommit
+    assert "storage pool &#x27;x&#x27; is not active" in html
+
+
+@pytest.mark.parametrize("action,field,expected", [
+    ("drain", "state", "maintenance"),
+    ("disable", "enabled", False),
+])
+def test_host_actions(admin_client, host, action, field, expected):
+    from hypervisors.models import Host
+
+    response = admin_client.post("/admin/hypervisors/host/", {
+        "action": action, "_selected_action": [str(host.pk)],
+    })
+
+    assert response.status_code == 302
+    assert getattr(Host.objects.get(pk=host.pk), field) == expected
+
+
+def test_adding_a_host_in_the_admin_probes_it(admin_client, run_tasks, db):
+    from hypervisors.models import Host
+
+    with run_tasks():
+        response = admin_client.post("/admin/hypervisors/host/add/", {
+            "name": "kvm-admin", "uri": "test:///default", "virt_type": "qemu",
+            "console_address": "127.0.0.1", "enabled": "on", "cpu_overcommit": "4.0",
+            "memory_overcommit": "1.0", "max_concurrent_boots": "4",
+            "storage_pool": "default-pool", "network": "", "bridge": "",
+        })
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert Host.objects.get(name="kvm-admin").state == "up"

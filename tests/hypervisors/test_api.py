@@ -1,0 +1,104 @@
+"""The hosts API: staff only, validation, drain/activate/refresh, delete only when empty."""
+
+from __future__ import annotations
+
+import pytest
+
+from hypervisors.choices import HostState
+from hypervisors.models import Host
+from tenants.scoping import scopes_disabled
+from vdi.models import Desktop
+
+NEW_HOST = {"name": "kvm-9", "uri": "test:///default", "virt_type": "qemu",
+            "console_address": "127.0.0.1", "storage_pool": "default-pool"}
+
+
+def test_staff_registers_a_host_and_its_probe_brings_it_up(api, run_tasks):
+    with run_tasks():
+        response = api("staff").post("/api/v1/hosts/", NEW_HOST, format="json")
+
+    assert response.status_code == 201, response.content
+    host = Host.objects.get(pk=response.json()["id"])
+    assert host.state == HostState.UP
+    assert host.cpus > 0 and host.storage_free_gb is not None
+
+
+@pytest.mark.parametrize("role", ["owner", "admin", "member"])
+def test_only_staff_manage_hosts(api, host, role):
+    client = api(role)
+
+    assert client.get("/api/v1/hosts/").status_code == 403
+    assert client.post("/api/v1/hosts/", NEW_HOST, format="json").status_code == 403
+    assert client.post(f"/api/v1/hosts/{host.id}/drain/").status_code == 403
+    assert client.delete(f"/api/v1/hosts/{host.id}/").status_code == 403
+
+
+@pytest.mark.parametrize("uri,message", [
+    ("http://kvm1.example.com/", "Unsupported scheme"),
+    ("qemu+tls://kvm1.example.com/", "ends in /system"),
+    ("kvm1.example.com", "Not a libvirt URI"),
+    ("qemu+carrier-pigeon://kvm1/system", "Unsupported scheme"),
+])
+def test_a_malformed_uri_is_refused_and_nothing_is_created(api, users, uri, message):
+    response = api("staff").post("/api/v1/hosts/", {**NEW_HOST, "uri": uri}, format="json")
+
+    assert response.status_code == 400
+    assert message in str(response.json()["error"]["details"]["uri"])
+    assert not Host.objects.exists()
+
+
+@pytest.mark.parametrize("uri", ["qemu:///system", "qemu+ssh://root@kvm1.example.com/system",
+                                 "qemu+tls://kvm1.example.com/system", "test:///default"])
+def test_supported_uris_are_accepted(api, users, uri):
+    response = api("staff").post("/api/v1/hosts/", {**NEW_HOST, "uri": uri}, format="json")
+
+    assert response.status_code == 201, response.content
+
+
+def test_a_network_and_a_bridge_together_are_refused(api, users):
+    response = api("staff").post("/api/v1/hosts/",
+                                 {**NEW_HOST, "network": "default", "bridge": "br0"},
+                                 format="json")
+
+    assert response.status_code == 400
+    assert "bridge" in response.json()["error"]["details"]
+
+
+def test_drain_then_activate(api, host, run_tasks):
+    client = api("staff")
+
+    drained = client.post(f"/api/v1/hosts/{host.id}/drain/")
+    assert drained.status_code == 200
+    assert drained.json()["state"] == HostState.MAINTENANCE
+
+    with run_tasks():
+        activated = client.post(f"/api/v1/hosts/{host.id}/activate/")
+    assert activated.status_code == 202
+    host.refresh_from_db()
+    assert host.state == HostState.UP
+
+
+def test_the_list_shows_capacity_in_use(api, host, make_pool, run_tasks):
+    with run_tasks():
+        make_pool(min_ready=2, vcpus=2, memory_mb=512)
+
+    row = api("staff").get("/api/v1/hosts/").json()["results"][0]
+
+    assert (row["used_vcpus"], row["used_memory_mb"], row["desktop_count"]) == (4, 1024, 2)
+
+
+def test_a_host_with_desktops_cannot_be_deleted(api, host, make_pool, run_tasks):
+    with run_tasks():
+        make_pool(min_stopped=1)
+    client = api("staff")
+
+    response = client.delete(f"/api/v1/hosts/{host.id}/")
+
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "host_not_empty"
+    assert Host.objects.filter(pk=host.pk).exists()
+
+    with scopes_disabled():
+        Desktop.objects.all().delete()
+    assert client.delete(f"/api/v1/hosts/{host.id}/").status_code == 204
+    assert not Host.objects.filter(pk=host.pk).exists()
