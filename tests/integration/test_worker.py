@@ -5,70 +5,21 @@ the embedded default (a SQLite file and the filesystem transport).
 """
 
 import os
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connection
 
 from tenants.scoping import tenant_scope
+from tests.processes import celery_worker, wait_for
 from vdi.models import Desktop, Operation
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
-ROOT = Path(__file__).resolve().parents[2]
-CELERY = [sys.executable, "-m", "celery", "-A", "vdi"]
-
-
-def database_url() -> str:
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{db['NAME']}"
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return f"postgres://{auth}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
-def wait_for(predicate, timeout_s: float, what):
-    """Poll ``predicate``; ``what`` (text, or a callable giving it) explains a time-out."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for "
-                         f"{what() if callable(what) else what}")
-
 
 @pytest.fixture
 def worker(tmp_path):
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings",
-           "DATABASE_URL": database_url(), "C_FORCE_ROOT": "1",
-           "PYTHONUNBUFFERED": "1"}
-    subprocess.run([*CELERY, "purge", "-f", "-Q", "vdi,console"], env=env, cwd=ROOT,
-                   check=True, capture_output=True, timeout=60)
-    log = tmp_path / "worker.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [*CELERY, "worker", "--pool=threads", "--concurrency=4", "-Q", "vdi,console",
-             "--without-gossip", "--without-mingle", "-l", "info", "-n", "test@%h"],
-            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_for(lambda: "ready." in log.read_text() or process.poll() is not None, 60,
-                 "the worker to start")
-        assert process.poll() is None, f"worker exited:\n{log.read_text()}"
+    with celery_worker(tmp_path) as log:
         yield log
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def test_pool_reaches_min_ready_through_the_queue_and_connect_gets_a_ticket(

@@ -1,0 +1,244 @@
+"""Desktops on a real hypervisor, through the whole product path: the REST API, a real Celery
+worker, libvirtd + QEMU (TCG) booting the lab's tiny guest, real console clients.
+
+Each test boots one guest (~5 s under TCG); the lab (scripts/lab start) provides the daemon,
+the storage pool with the base volume, and the guest's kernel and initramfs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from brokers.choices import SessionState, TicketKind
+from brokers.models import Session
+from brokers.services import ticket_issue
+from hypervisors.choices import HostState
+from hypervisors.models import Host
+from tenants.scoping import scopes_disabled
+from tests.e2e.clients import ConsoleAuthFailed, spice_login, vnc_capture
+from tests.processes import celery_worker, host_watcher, wait_for
+from vdi.choices import DesktopState, ImageBoot, OperationKind
+from vdi.models import Desktop, Image, Operation
+from vdi.services import desktop_power, image_save
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+WORKER_ENV = {"VDI_SHUTDOWN_GRACE_S": "5"}
+
+
+@pytest.fixture
+def worker(tmp_path, lab):
+    with celery_worker(tmp_path, WORKER_ENV) as log:
+        yield log
+
+
+@pytest.fixture
+def libvirt_conn(lab):
+    conn = libvirt.open(lab["VDI_LAB_URI"])
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def lab_host(api, lab, worker) -> Host:
+    """The lab's libvirtd, registered as staff would: through the API, probed by the worker."""
+    response = api("staff").post("/api/v1/hosts/", {
+        "name": "lab-1", "uri": lab["VDI_LAB_URI"], "virt_type": "qemu",
+        "console_address": lab["VDI_LAB_CONSOLE_ADDRESS"], "storage_pool": lab["VDI_LAB_POOL"],
+        "max_concurrent_boots": 2,
+    }, format="json")
+    assert response.status_code == 201, response.content
+    host = Host.objects.get(pk=response.json()["id"])
+
+    def up():
+        host.refresh_from_db()
+        assert host.state in (HostState.NEW, HostState.UP), host.last_error
+        return host.state == HostState.UP
+
+    wait_for(up, 90, lambda: f"the lab host to come up (worker log:\n{tail(worker)})")
+    assert "qemu" in host.virt_types
+    assert lab["VDI_LAB_BASE_VOLUME"] in host.volumes
+    return host
+
+
+@pytest.fixture
+def lab_image(lab) -> Image:
+    return image_save(image=Image(
+        name="lab-guest", version=1, base_volume=lab["VDI_LAB_BASE_VOLUME"], disk_gb=1,
+        default_memory_mb=160, boot=ImageBoot.KERNEL, kernel=lab["VDI_LAB_KERNEL"],
+        initrd=lab["VDI_LAB_INITRD"], cmdline=lab["VDI_LAB_CMDLINE"],
+    ))
+
+
+@pytest.fixture
+def lab_pool(make_pool, lab_host, lab_image):
+    def make(**fields):
+        return make_pool(image=lab_image, memory_mb=160, protocol="spice", **fields)
+
+    return make
+
+
+def tail(log: Path, chars: int = 3000) -> str:
+    return log.read_text()[-chars:]
+
+
+def desktop_in(pool, state: str, worker: Path) -> Desktop:
+    def reached():
+        with scopes_disabled():
+            failed = Operation.objects.filter(pool=pool, state="failed").first()
+            assert failed is None, f"{failed.kind} failed: {failed.error}"
+            return Desktop.objects.filter(pool=pool, state=state).first()
+
+    return wait_for(reached, 120, lambda: f"a {state} desktop (worker log:\n{tail(worker)})")
+
+
+def wait_desktop(desktop: Desktop, state: str, worker: Path, timeout_s: float = 90) -> Desktop:
+    def reached():
+        with scopes_disabled():
+            fresh = Desktop.objects.filter(pk=desktop.pk).first()
+        return fresh if fresh is not None and fresh.state == state else None
+
+    return wait_for(reached, timeout_s, lambda: f"{desktop.name} {state} "
+                    f"(worker log:\n{tail(worker)})")
+
+
+def serial_log(desktop: Desktop) -> str:
+    path = Path(f"/var/log/libvirt/qemu/{desktop.name}-serial.log")
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def vnc_refused(host: str, port: int, password: str) -> bool:
+    try:
+        vnc_capture(host, port, password, timeout_s=15)
+    except ConsoleAuthFailed:
+        return True
+    return False
+
+
+def domain_names(conn) -> set[str]:
+    return {dom.name() for dom in conn.listAllDomains(0)}
+
+
+def volume_names(conn, pool: str) -> set[str]:
+    storage = conn.storagePoolLookupByName(pool)
+    storage.refresh(0)
+    return set(storage.listVolumes())
+
+
+def test_a_desktop_boots_on_a_linked_clone_and_only_its_current_ticket_opens_the_console(
+    lab, lab_pool, api, users, libvirt_conn, worker, tmp_path
+):
+    pool = lab_pool(min_ready=1, ticket_ttl_s=10)
+    desktop = desktop_in(pool, DesktopState.RUNNING, worker)
+
+    # A linked clone: a qcow2 overlay backed by the image's base volume.
+    volume = libvirt_conn.storagePoolLookupByName(lab["VDI_LAB_POOL"]).storageVolLookupByName(
+        desktop.volume_name)
+    assert "<backingStore>" in volume.XMLDesc(0)
+    assert lab["VDI_LAB_BASE_VOLUME"] in volume.XMLDesc(0)
+    # The guest really boots.
+    wait_for(lambda: lab["VDI_LAB_READY_LINE"] in serial_log(desktop), 90,
+             lambda: f"the guest's ready line (serial log: {serial_log(desktop)[-2000:]!r})")
+    # Locked until a ticket is set: nothing gets in.
+    assert spice_login("127.0.0.1", desktop.spice_port, "guess") is False
+    assert vnc_refused("127.0.0.1", desktop.vnc_port, "guess")
+
+    with host_watcher(tmp_path) as watcher_log:
+        response = api("member").post(f"/api/v1/tenants/acme/pools/{pool.id}/connect/")
+        assert response.status_code == 200, response.content
+        ticket = response.json()
+        assert ticket["password_applied"] is True
+        assert (ticket["host"], ticket["port"]) == ("127.0.0.1", desktop.spice_port)
+        assert spice_login(ticket["host"], ticket["port"], ticket["password"]) is True
+
+        # The browser console's VNC ticket: the framebuffer shows the guest's screen.
+        with scopes_disabled():
+            session = Session.objects.get(pk=ticket["session"])
+            browser = ticket_issue(session=session, user=users["member"],
+                                   kind=TicketKind.BROWSER)
+        screen = vnc_capture(browser.ticket.host, browser.ticket.port, browser.password)
+        assert screen.convert("L").getextrema()[1] > 0, "the framebuffer is all black"
+
+        # The host's graphics events reach the session, with the client's address.
+        def connected():
+            with scopes_disabled():
+                session.refresh_from_db()
+            return session.state == SessionState.CONNECTED
+
+        wait_for(connected, 30, lambda: f"the session to be connected (watcher log:\n"
+                 f"{tail(watcher_log)})")
+        assert session.client_address == "127.0.0.1"
+
+    # A fresh ticket replaces the old one at once.
+    fresh = api("member").post(f"/api/v1/tenants/acme/sessions/{ticket['session']}/ticket/")
+    assert fresh.status_code == 200, fresh.content
+    assert spice_login("127.0.0.1", desktop.spice_port, ticket["password"]) is False
+    assert spice_login("127.0.0.1", desktop.spice_port, fresh.json()["password"]) is True
+    with scopes_disabled():
+        replaced_vnc = browser.password
+        browser = ticket_issue(session=session, user=users["member"], kind=TicketKind.BROWSER)
+    assert vnc_refused("127.0.0.1", desktop.vnc_port, replaced_vnc)
+
+    # And expires on its own (the pool's ticket lifetime is 10 s).
+    time.sleep(max(0.0, (browser.ticket.expires_at.timestamp() - time.time())) + 1.5)
+    assert vnc_refused("127.0.0.1", desktop.vnc_port, browser.password)
+    assert spice_login("127.0.0.1", desktop.spice_port, fresh.json()["password"]) is False
+    assert ticket["password"] not in tail(worker, 10**6)
+
+
+def test_power_operations_run_on_the_real_guest_and_delete_leaves_nothing_behind(
+    lab, lab_pool, api, libvirt_conn, worker
+):
+    pool = lab_pool(min_stopped=1)
+    desktop = desktop_in(pool, DesktopState.STOPPED, worker)
+    assert desktop.name in domain_names(libvirt_conn)
+    admin = api("admin")
+
+    def power(kind: str):
+        response = admin.post(f"/api/v1/tenants/acme/desktops/{desktop.id}/{kind}/")
+        assert response.status_code == 202, response.content
+
+    power("start")
+    wait_desktop(desktop, DesktopState.RUNNING, worker)
+    assert libvirt_conn.lookupByName(desktop.name).isActive()
+
+    power("shutdown")  # the guest may ignore ACPI: then it is powered off after the grace
+    wait_desktop(desktop, DesktopState.STOPPED, worker)
+    assert not libvirt_conn.lookupByName(desktop.name).isActive()
+
+    power("start")
+    wait_desktop(desktop, DesktopState.RUNNING, worker)
+    power("poweroff")
+    wait_desktop(desktop, DesktopState.STOPPED, worker)
+    assert not libvirt_conn.lookupByName(desktop.name).isActive()
+
+    with scopes_disabled():
+        desktop_power(desktop=desktop, kind=OperationKind.DELETE, actor=None)
+
+    def gone():
+        with scopes_disabled():
+            return not Desktop.objects.filter(pk=desktop.pk).exists()
+
+    wait_for(gone, 60, lambda: f"the desktop to be deleted (worker log:\n{tail(worker)})")
+    assert desktop.name not in domain_names(libvirt_conn)
+    assert desktop.volume_name not in volume_names(libvirt_conn, lab["VDI_LAB_POOL"])
+    assert lab["VDI_LAB_BASE_VOLUME"] in volume_names(libvirt_conn, lab["VDI_LAB_POOL"])
+
+
+def test_a_killed_qemu_process_is_noticed_by_reconciliation(lab_pool, lab_host, api, worker):
+    pool = lab_pool(min_ready=1)
+    desktop = desktop_in(pool, DesktopState.RUNNING, worker)
+    pid = int(Path(f"/run/libvirt/qemu/{desktop.name}.pid").read_text())
+
+    os.kill(pid, signal.SIGKILL)
+    response = api("staff").post(f"/api/v1/hosts/{lab_host.id}/refresh/")
+    assert response.status_code == 202
+
+    lost = wait_desktop(desktop, DesktopState.STOPPED, worker, timeout_s=60)
+    assert "stopped outside the portal" in lost.last_error
