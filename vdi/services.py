@@ -430,7 +430,11 @@ def _build_disk_and_domain(desktop: Desktop) -> None:
     volume = _volume_name(desktop)
     driver.delete_volume(host.storage_pool, volume)  # a half-made clone from an earlier try
     path = driver.create_overlay(host.storage_pool, volume, image.base_volume, image.disk_gb)
-    driver.define(build_domain_xml(_domain_spec(desktop, path)))
+    try:
+        driver.define(build_domain_xml(_domain_spec(desktop, path)))
+    except DriverError:
+        driver.delete_volume(host.storage_pool, volume)  # no orphaned clone left behind
+        raise
     Desktop.objects.filter(pk=desktop.pk).update(volume_name=volume)
     desktop.volume_name = volume
 
