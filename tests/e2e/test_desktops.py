@@ -67,6 +67,29 @@ def lab_host(api, lab, worker) -> Host:
     return host
 
 
+@pytest.fixture(autouse=True)
+def remove_guests(request, transactional_db, lab, libvirt_conn):
+    """Guests outlive the test's database: destroy and remove the ones this test made."""
+    yield
+    if "lab_host" not in request.fixturenames:
+        return
+    with scopes_disabled():
+        desktops = list(Desktop.objects.values_list("name", "volume_name"))
+    storage = libvirt_conn.storagePoolLookupByName(lab["VDI_LAB_POOL"])
+    for name, volume in desktops:
+        try:
+            dom = libvirt_conn.lookupByName(name)
+            if dom.isActive():
+                dom.destroy()
+            dom.undefine()
+        except libvirt.libvirtError:
+            pass  # already gone
+        try:
+            storage.storageVolLookupByName(volume).delete(0)
+        except libvirt.libvirtError:
+            pass
+
+
 @pytest.fixture
 def lab_image(lab) -> Image:
     return image_save(image=Image(
