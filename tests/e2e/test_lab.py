@@ -25,10 +25,7 @@ from hypervisors.drivers.libvirt_driver import LibvirtDriver
 
 from .clients import ConsoleAuthFailed, spice_login, vnc_capture
 
-pytestmark = [
-    # vncdotool computes the VNC DES response with cryptography's TripleDES.
-    pytest.mark.filterwarnings("ignore:TripleDES has been moved"),
-]
+pytestmark = pytest.mark.e2e
 
 MEMORY_MB = 160
 READY_TIMEOUT_S = 90  # ~4 s on an idle 2-core machine under TCG; generous for a busy one
