@@ -12,7 +12,9 @@ class Session(TenantOwnedModel):
     """A user's use of a desktop from a pool, from Connect to logoff."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    pool = models.ForeignKey("vdi.Pool", on_delete=models.PROTECT, related_name="sessions")
+    # A pool is deleted only after its sessions ended and its desktops are gone; its session
+    # history goes with it.
+    pool = models.ForeignKey("vdi.Pool", on_delete=models.CASCADE, related_name="sessions")
     desktop = models.ForeignKey(
         "vdi.Desktop", on_delete=models.SET_NULL, null=True, blank=True, related_name="sessions"
     )

@@ -19,6 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from hypervisors.drivers import ConsoleTicketUnsupported, DriverError, driver_for
+from hypervisors.services import host_room
 from tenants.services import quota_check_desktops, quota_check_sessions, tenant_lock
 from tenants.services import tenant_require_active
 from vdi.choices import (
@@ -66,6 +67,8 @@ class ConnectResult:
 # --- connect --------------------------------------------------------------------------------
 def session_connect(*, user, pool: Pool) -> ConnectResult:
     tenant_require_active(tenant=pool.tenant)
+    if pool.is_deleting:
+        raise Conflict("This pool is being deleted.", code="pool_deleting")
     if not pool.enabled:
         raise Conflict("This pool is disabled.", code="pool_disabled")
     with transaction.atomic():
@@ -78,8 +81,7 @@ def session_connect(*, user, pool: Pool) -> ConnectResult:
             .first()
         )
         if session is not None and _desktop_lost(session):
-            SESSION_MACHINE.apply(session, SessionState.ENDED, end_reason=EndReason.DESKTOP_LOST,
-                                  ended_at=timezone.now())
+            session_end(session=session, actor=None, reason=EndReason.DESKTOP_LOST)
             session = None
         if session is None:
             live = Session.objects.filter(tenant=tenant, state__in=LIVE_SESSION_STATES).count()
@@ -99,12 +101,15 @@ def _desktop_lost(session: Session) -> bool:
 
 def _session_open(*, tenant, pool: Pool, user) -> Session:
     """Find or make a desktop for a new session, inside the caller's transaction."""
-    desktop = None
-    if pool.kind == PoolKind.DEDICATED:
-        desktop = (
-            Desktop.objects.filter(pool=pool, assigned_user=user)
-            .exclude(state__in=(DesktopState.DELETING, DesktopState.ERROR))
-            .first()
+    # The user's own desktop first: a dedicated pool's, or a floating one kept at logoff.
+    held = Desktop.objects.filter(pool=pool, assigned_user=user).exclude(
+        state=DesktopState.DELETING)
+    desktop = held.exclude(state=DesktopState.ERROR).order_by("created_at").first()
+    if desktop is None and held.count() >= pool.max_per_user:
+        raise Conflict(
+            f"You already hold {pool.max_per_user} desktop(s) in this pool; ask an "
+            "administrator to reset or delete the broken one.", code="max_per_user",
+            details={"max_per_user": pool.max_per_user},
         )
     if desktop is None:
         desktop = desktop_claim_spare(pool=pool, user=user, state=DesktopState.RUNNING)
@@ -118,6 +123,10 @@ def _session_open(*, tenant, pool: Pool, user) -> Session:
                 details={"max_desktops": pool.max_desktops},
             )
         quota_check_desktops(tenant=tenant, vcpus=pool.vcpus, memory_mb=pool.memory_mb)
+        if not host_room(vcpus=pool.vcpus, memory_mb=pool.memory_mb,
+                         base_volume=pool.image.base_volume):
+            raise Conflict("No host has room for another desktop right now; try again later.",
+                           code="no_capacity")
         desktop = desktop_create(pool=pool, actor=user, start=True, assigned_user=user)
 
     if desktop.state == DesktopState.RUNNING:
@@ -146,6 +155,12 @@ def sessions_fail_for_desktop(*, desktop: Desktop) -> None:
         SESSION_MACHINE.apply(
             session, SessionState.ENDED, end_reason=EndReason.FAILED, ended_at=timezone.now()
         )
+
+
+def sessions_end_for_pool(*, pool: Pool) -> None:
+    """The pool is being deleted: its live sessions end (as by an administrator)."""
+    for session in Session.objects.filter(pool=pool, state__in=LIVE_SESSION_STATES):
+        session_end(session=session, actor=None, reason=EndReason.ADMIN)
 
 
 def sessions_end_for_desktop(*, desktop: Desktop) -> None:
@@ -254,13 +269,18 @@ def session_end(*, session: Session, actor, reason: str = EndReason.USER) -> Ses
         SESSION_MACHINE.apply(session, SessionState.ENDED, end_reason=reason,
                               ended_at=timezone.now())
         desktop = session.desktop
-        pool = session.pool
-        if desktop is not None and pool.kind == PoolKind.FLOATING:
+        pool = Pool.objects.get(pk=session.pool_id)
+        if desktop is not None and pool.kind == PoolKind.FLOATING and not pool.is_deleting:
             _apply_on_logoff(desktop=desktop, pool=pool)
     return session
 
 
 def _apply_on_logoff(*, desktop: Desktop, pool: Pool) -> None:
+    desktop.refresh_from_db(fields=["state"])
+    if desktop.state in (DesktopState.ERROR, DesktopState.DELETING):
+        # A broken floating desktop is nobody's: the user gets a working one next time.
+        Desktop.objects.filter(pk=desktop.pk).update(assigned_user=None)
+        return
     busy = Operation.objects.filter(desktop=desktop,
                                     state__in=UNFINISHED_OPERATION_STATES).exists()
     if pool.on_logoff == OnLogoff.KEEP or busy:

@@ -255,20 +255,43 @@ def host_usage():
     )
 
 
+def _eligible_hosts(base_volume: str):
+    """Enabled, up hosts that have the base volume, with what their desktops commit."""
+    hosts = host_usage().filter(enabled=True, state=HostState.UP)
+    return [host for host in hosts if not base_volume or host.has_volume(base_volume)]
+
+
 def host_place(*, vcpus: int, memory_mb: int, base_volume: str = "") -> Host | None:
     """An enabled, up host with room for the desktop and its image's base volume, or None.
 
     ``spread`` (the default) takes the least committed host, ``pack`` the most committed one
     that still fits. Boots in flight count: starting and provisioning desktops reserve.
     """
-    order = "used_vcpus" if settings.VDI["PLACEMENT"] == "spread" else "-used_vcpus"
     with scopes_disabled():
-        candidates = host_usage().filter(enabled=True, state=HostState.UP).order_by(order, "name")
-        for host in candidates:
-            if base_volume and not host.has_volume(base_volume):
-                continue
-            fits_cpu = host.used_vcpus + vcpus <= host.vcpu_capacity
-            fits_memory = host.used_memory + memory_mb <= host.memory_capacity_mb
-            if fits_cpu and fits_memory:
-                return host
+        hosts = _eligible_hosts(base_volume)
+    hosts.sort(key=lambda host: host.name)
+    hosts.sort(key=lambda host: host.used_vcpus, reverse=settings.VDI["PLACEMENT"] == "pack")
+    for host in hosts:
+        fits_cpu = host.used_vcpus + vcpus <= host.vcpu_capacity
+        fits_memory = host.used_memory + memory_mb <= host.memory_capacity_mb
+        if fits_cpu and fits_memory:
+            return host
     return None
+
+
+def host_room(*, vcpus: int, memory_mb: int, base_volume: str = "") -> int:
+    """How many more desktops of this size the hosts can take, less those already waiting
+    to be placed. The autoscaler grows a pool by this much at once: as fast as the hosts
+    allow, never into desktops that could not be placed."""
+    from vdi.models import Desktop
+
+    with scopes_disabled():
+        room = sum(
+            max(0, min((host.vcpu_capacity - host.used_vcpus) // vcpus,
+                       (host.memory_capacity_mb - host.used_memory) // memory_mb))
+            for host in _eligible_hosts(base_volume)
+        )
+        unplaced = Desktop.objects.filter(
+            host__isnull=True, state__in=(DesktopState.PENDING, DesktopState.PROVISIONING)
+        ).count()
+    return max(0, room - unplaced)

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import Desktop, Image, Operation, Pool, PoolEntitlement
+from .models import Desktop, IdempotentRequest, Image, Operation, Pool, PoolEntitlement
 
 
 @admin.register(Image)
@@ -64,3 +64,17 @@ class PoolEntitlementAdmin(admin.ModelAdmin):
     list_filter = ["tenant"]
     search_fields = ["pool__name", "user__username"]
     autocomplete_fields = ["user"]
+
+
+@admin.register(IdempotentRequest)
+class IdempotentRequestAdmin(admin.ModelAdmin):
+    list_display = ["key", "user", "status_code", "created_at"]
+    search_fields = ["key", "user__username"]
+    readonly_fields = ["user", "key", "fingerprint", "status_code", "response", "headers",
+                       "created_at"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

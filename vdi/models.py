@@ -98,6 +98,10 @@ class Pool(TenantOwnedModel):
         default=True, help_text="Every member may use the pool; otherwise only listed users."
     )
     enabled = models.BooleanField(default=True)
+    deleting_since = models.DateTimeField(
+        null=True, blank=True,
+        help_text="Set when the pool is being deleted: its desktops go, then the pool.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -120,6 +124,10 @@ class Pool(TenantOwnedModel):
             ).first()
             if image_tenant not in (None, self.tenant_id):
                 raise ValidationError({"image": "Unknown image."})
+
+    @property
+    def is_deleting(self) -> bool:
+        return self.deleting_since is not None
 
     @property
     def effective_ticket_ttl_s(self) -> int:
@@ -221,3 +229,22 @@ class Operation(TenantOwnedModel):
     @property
     def is_finished(self) -> bool:
         return self.state in (OperationState.SUCCEEDED, OperationState.FAILED)
+
+
+class IdempotentRequest(models.Model):
+    """A mutating API request made with an ``Idempotency-Key``: the same key from the same
+    user replays the recorded answer instead of doing the work again."""
+
+    id = models.BigAutoField(primary_key=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of method, path and body.")
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True,
+                                                   help_text="Empty while the first is running.")
+    response = models.JSONField(null=True, blank=True)
+    headers = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_user_key_uniq")]
+        indexes = [models.Index(fields=["created_at"])]

@@ -20,7 +20,7 @@ from hypervisors.choices import HostState
 from hypervisors.domain_xml import DomainSpec, build_domain_xml
 from hypervisors.drivers import DriverError, PowerState, TransientDriverError, driver_for
 from hypervisors.models import Host
-from hypervisors.services import SETTLED_STATES, host_place
+from hypervisors.services import SETTLED_STATES, host_place, host_room
 from tenants.scoping import scopes_disabled, tenant_scope
 from tenants.services import quota_check_desktops, tenant_lock, tenant_require_active
 
@@ -32,6 +32,7 @@ from .choices import (
     DesktopState,
     ImageBoot,
     OperationKind,
+    PoolKind,
 )
 from .choices import OperationState as OpState
 from .errors import Conflict, InvalidInput
@@ -86,43 +87,153 @@ def pool_autoscale_enqueue(pool: Pool) -> None:
 
 
 def pool_autoscale(*, pool: Pool) -> list[Desktop]:
-    """Top up the pool's spares to min_ready running and min_stopped stopped desktops.
+    """Keep the pool's spares at ``min_ready`` running and ``min_stopped`` stopped desktops.
 
-    New desktops are capped by the pool's max_desktops and the tenant's quotas; placement
-    and storm control happen when each provisioning operation runs.
+    Spares are counted by what they will be once their operation finishes, so a spare still
+    being made or stopped is not made twice. Missing spares are created at once, as many as
+    ``max_desktops``, the tenant's quotas and the hosts' free capacity allow (storm control
+    then paces their boots per host). Surplus spares are trimmed: a running one becomes a
+    stopped spare if those are short, else it is deleted. Then idle desktops still on an
+    older image are recycled onto the pool's image. A pool being deleted is emptied instead.
+    Returns the desktops created.
     """
+    if pool.is_deleting:
+        _pool_empty(pool)
+        return []
     if not pool.enabled or not pool.tenant.is_active:
         return []
-    created = []
+    created: list[Desktop] = []
     with transaction.atomic():
         tenant = tenant_lock(tenant=pool.tenant)
-        desktops = Desktop.objects.filter(pool=pool).exclude(state=DesktopState.DELETING)
-        total = desktops.count()
-        want_ready = pool.min_ready - _spares(desktops, running=True).count()
-        want_stopped = pool.min_stopped - _spares(desktops, running=False).count()
-        for start, wanted in ((True, want_ready), (False, want_stopped)):
-            for _ in range(max(wanted, 0)):
-                if total >= pool.max_desktops:
-                    break
-                try:
-                    quota_check_desktops(tenant=tenant, vcpus=pool.vcpus, memory_mb=pool.memory_mb)
-                except Conflict as error:
-                    logger.info("pool %s not topped up: %s", pool.id, error.message)
-                    return created
-                created.append(desktop_create(pool=pool, actor=None, start=start))
-                total += 1
+        spares = _spares_by_intent(pool)
+        short_ready = pool.min_ready - len(spares[DesktopState.RUNNING])
+        short_stopped = pool.min_stopped - len(spares[DesktopState.STOPPED])
+        short_stopped -= _trim(spares[DesktopState.RUNNING], surplus=-short_ready,
+                               to_stopped=max(short_stopped, 0))
+        _trim(spares[DesktopState.STOPPED], surplus=-short_stopped, to_stopped=0)
+
+        wanted = [True] * max(short_ready, 0) + [False] * max(short_stopped, 0)
+        in_pool = Desktop.objects.filter(pool=pool).exclude(state=DesktopState.DELETING).count()
+        room = host_room(vcpus=pool.vcpus, memory_mb=pool.memory_mb,
+                         base_volume=pool.image.base_volume)
+        for start in wanted[:max(0, min(pool.max_desktops - in_pool, room))]:
+            try:
+                quota_check_desktops(tenant=tenant, vcpus=pool.vcpus, memory_mb=pool.memory_mb)
+            except Conflict as error:
+                logger.info("pool %s not topped up: %s", pool.id, error.message)
+                break
+            created.append(desktop_create(pool=pool, actor=None, start=start))
+        if len(created) < len(wanted):
+            logger.info("pool %s: %d of %d missing spares made (max_desktops %d, room on "
+                        "hosts for %d)", pool.id, len(created), len(wanted), pool.max_desktops,
+                        room)
+        _roll_onto_image(pool)
     return created
 
 
-def _spares(desktops, *, running: bool):
-    """Unassigned desktops that are, or are being made, running (L1) or stopped (L2) spares."""
-    settled = (DesktopState.STARTING, DesktopState.RUNNING) if running else (DesktopState.STOPPED,)
-    being_made = Q(
-        state__in=(DesktopState.PENDING, DesktopState.PROVISIONING),
-        operations__kind=OperationKind.PROVISION,
-        operations__params__start=running,
-    )
-    return desktops.filter(Q(state__in=settled) | being_made, assigned_user__isnull=True).distinct()
+def _intent(desktop: Desktop, operation: Operation | None) -> str | None:
+    """What the desktop will be once its unfinished operation (if any) is done."""
+    if operation is None:
+        return {DesktopState.RUNNING: DesktopState.RUNNING,
+                DesktopState.STOPPED: DesktopState.STOPPED}.get(desktop.state)
+    if operation.kind in (OperationKind.PROVISION, OperationKind.RESET):
+        return DesktopState.RUNNING if operation.params.get("start") else DesktopState.STOPPED
+    if operation.kind in (OperationKind.START, OperationKind.REBOOT):
+        return DesktopState.RUNNING
+    if operation.kind in (OperationKind.SHUTDOWN, OperationKind.POWEROFF):
+        return DesktopState.STOPPED
+    return None  # being deleted
+
+
+def _spares_by_intent(pool: Pool) -> dict[str, list[tuple[Desktop, Operation | None]]]:
+    """The pool's unassigned desktops, grouped by what they are becoming."""
+    desktops = list(Desktop.objects.filter(pool=pool, assigned_user__isnull=True)
+                    .exclude(state=DesktopState.DELETING).order_by("-created_at"))
+    unfinished = {
+        op.desktop_id: op
+        for op in Operation.objects.filter(desktop__in=desktops,
+                                           state__in=UNFINISHED_OPERATION_STATES)
+    }
+    groups: dict[str, list] = {DesktopState.RUNNING: [], DesktopState.STOPPED: []}
+    for desktop in desktops:
+        intent = _intent(desktop, unfinished.get(desktop.id))
+        if intent in groups:
+            groups[intent].append((desktop, unfinished.get(desktop.id)))
+    return groups
+
+
+def _trim(spares, *, surplus: int, to_stopped: int) -> int:
+    """Remove ``surplus`` settled spares (newest first): the first ``to_stopped`` are shut down
+    to become stopped spares, the rest deleted. Returns how many were shut down."""
+    settled = [desktop for desktop, operation in spares if operation is None]
+    shut_down = 0
+    for desktop in settled[:max(surplus, 0)]:
+        if desktop.state == DesktopState.RUNNING and shut_down < to_stopped:
+            operation_create(desktop=desktop, kind=OperationKind.SHUTDOWN, actor=None)
+            shut_down += 1
+        else:
+            operation_create(desktop=desktop, kind=OperationKind.DELETE, actor=None)
+    return shut_down
+
+
+def _roll_onto_image(pool: Pool) -> None:
+    """Recycle idle floating desktops still on an older image onto the pool's image.
+
+    Idle means unassigned and settled. Running spares go a few at a time so the pool keeps
+    most of its ready spares during a roll-out; stopped ones all at once (no boot needed).
+    Dedicated desktops keep their image until reset.
+    """
+    if pool.kind != PoolKind.FLOATING:
+        return
+    idle = (Desktop.objects.filter(pool=pool, assigned_user__isnull=True,
+                                   state__in=(DesktopState.RUNNING, DesktopState.STOPPED))
+            .exclude(image=pool.image_id)
+            .exclude(operations__state__in=UNFINISHED_OPERATION_STATES))
+    recycling = Operation.objects.filter(pool=pool, kind=OperationKind.RESET,
+                                         state__in=UNFINISHED_OPERATION_STATES,
+                                         params__start=True).count()
+    running_budget = max(1, pool.min_ready // 2) - recycling
+    for desktop in idle.order_by("created_at"):
+        running = desktop.state == DesktopState.RUNNING
+        if running:
+            if running_budget <= 0:
+                continue
+            running_budget -= 1
+        operation_create(desktop=desktop, kind=OperationKind.RESET, actor=None,
+                         params={"start": running, "rollout": True})
+
+
+def pool_delete(*, pool: Pool, actor) -> Pool:
+    """Delete a pool: it is disabled at once, its sessions end, its desktops (domains and
+    overlays) are deleted in the background, and the pool row goes last."""
+    from brokers.services import sessions_end_for_pool
+
+    with transaction.atomic():
+        pool = Pool.objects.select_for_update().get(pk=pool.pk)
+        if not pool.is_deleting:
+            pool.deleting_since, pool.enabled = timezone.now(), False
+            pool.save(update_fields=["deleting_since", "enabled"])
+            sessions_end_for_pool(pool=pool)
+            logger.info("pool %s (%s) is being deleted by %s", pool.id, pool.name, actor)
+        pool_autoscale_enqueue(pool)
+    return pool
+
+
+def _pool_empty(pool: Pool) -> None:
+    """One step of a pool's deletion: delete the desktops no operation is busy with; once
+    none is left, the pool and its history go. Repeated by beat and after each delete."""
+    with transaction.atomic():
+        desktops = Desktop.objects.filter(pool=pool)
+        busy = set(Operation.objects.filter(
+            desktop__in=desktops, state__in=UNFINISHED_OPERATION_STATES
+        ).values_list("desktop_id", flat=True))
+        for desktop in desktops:
+            if desktop.id not in busy and desktop.state != DesktopState.DELETING:
+                operation_create(desktop=desktop, kind=OperationKind.DELETE, actor=None)
+        if not desktops.exists():
+            Operation.objects.filter(pool=pool).delete()
+            pool.delete()
+            logger.info("pool %s (%s) deleted", pool.id, pool.name)
 
 
 # --- desktops -------------------------------------------------------------------------------
@@ -516,6 +627,9 @@ def _reset(desktop: Desktop, operation: Operation) -> None:
     """Back to the image: a fresh overlay under the same identity (name, uuid, owner)."""
     DESKTOP_MACHINE.enter(desktop, DesktopState.RECYCLING)
     driver_for(desktop.host).destroy(desktop.name)
+    if desktop.image_id != desktop.pool.image_id:  # a new image version was published
+        desktop.image = desktop.pool.image
+        Desktop.objects.filter(pk=desktop.pk).update(image=desktop.image)
     _build_disk_and_domain(desktop)
     DESKTOP_MACHINE.apply(desktop, DesktopState.STOPPED)
     if operation.params.get("start"):
@@ -531,6 +645,8 @@ def _delete(desktop: Desktop, operation: Operation) -> None:
         if desktop.volume_name:
             driver.delete_volume(desktop.host.storage_pool, desktop.volume_name)
     desktop.delete()
+    if desktop.pool.is_deleting:
+        pool_autoscale_enqueue(desktop.pool)  # the next step of the pool's deletion
 
 
 _EXECUTORS = {

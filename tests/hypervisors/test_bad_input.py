@@ -23,8 +23,8 @@ def run_until_settled(operation: Operation) -> Operation:
     return operation
 
 
-def test_no_host_with_the_images_base_volume_fails_provisioning_with_the_reason(
-    make_pool, run_tasks, db
+def test_no_host_with_the_images_base_volume_means_no_desktop_and_a_clear_reason(
+    make_pool, run_tasks, api, tenant
 ):
     Host.objects.create(name="kvm-1", uri="qemu+tls://kvm1.example.com/system",
                         virt_type="kvm", console_address="kvm1.example.com", state=HostState.UP,
@@ -32,9 +32,16 @@ def test_no_host_with_the_images_base_volume_fails_provisioning_with_the_reason(
     with run_tasks():
         pool = make_pool(min_ready=1)
     with scopes_disabled():
+        assert not Desktop.objects.filter(pool=pool).exists()  # nothing doomed was made
+
+    response = api("member").post(f"/api/v1/tenants/acme/pools/{pool.id}/connect/")
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "no_capacity"
+
+    with scopes_disabled():  # a desktop recorded before the volume vanished
+        vdi_services.desktop_create(pool=pool, actor=None, start=True)
         operation = run_until_settled(Operation.objects.get(pool=pool))
         desktop = Desktop.objects.get(pool=pool)
-
     assert operation.state == OperationState.FAILED
     assert "base volume 'debian-v1.qcow2'" in operation.error
     assert desktop.state == DesktopState.ERROR and desktop.host is None

@@ -14,8 +14,8 @@ from tenants.scoping import (
 from vdi.models import Image, Pool
 
 PROJECT_APPS = ("tenants", "hypervisors", "vdi", "brokers")
-# Shared by every tenant and managed by platform staff.
-PLATFORM_MODELS = {"tenants.Tenant", "hypervisors.Host"}
+# Owned by the platform (shared by every tenant) or by a user, never by one tenant.
+PLATFORM_MODELS = {"tenants.Tenant", "hypervisors.Host", "vdi.IdempotentRequest"}
 
 
 def project_models():

@@ -9,6 +9,7 @@ from vdi.errors import Conflict, QuotaExceeded
 from vdi.models import Desktop, Operation
 from vdi.services import (
     desktop_claim_spare,
+    desktop_create,
     desktop_power,
     operation_run,
     pool_autoscale,
@@ -52,12 +53,18 @@ def test_autoscale_stops_at_the_tenant_quota(make_pool, tenant, host, run_tasks)
     assert len(desktops(tenant, pool=pool)) == 2
 
 
-def test_provisioning_without_a_host_fails_visibly_after_retries(make_pool, tenant, run_tasks):
+def test_without_a_host_the_autoscaler_makes_nothing(make_pool, tenant, run_tasks):
     with run_tasks():
-        pool = make_pool(min_ready=1)
+        pool = make_pool(min_ready=2)
+    assert desktops(tenant, pool=pool) == []
+
+
+def test_provisioning_without_a_host_fails_visibly_after_retries(make_pool, tenant, run_tasks):
+    pool = make_pool(min_ready=0)
     with tenant_scope(tenant):
+        desktop_create(pool=pool, actor=None, start=True)  # say the host vanished since
         operation = Operation.objects.get(pool=pool)
-        # Each retry is enqueued with a countdown; run the remaining attempts by hand.
+        # Each retry is enqueued with a countdown; run the attempts by hand.
         while operation.state == OperationState.PENDING:
             with scopes_disabled():
                 operation_run(operation_id=operation.id)
