@@ -1,6 +1,10 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
+from .choices import POWER_OPERATIONS_FROM, OperationKind
+from .errors import ServiceError
 from .models import Desktop, IdempotentRequest, Image, Operation, Pool, PoolEntitlement
+from .selectors import pool_list_for_user
+from .services import desktop_power, image_publish, image_save, pool_delete, pool_save
 
 
 @admin.register(Image)
@@ -8,6 +12,17 @@ class ImageAdmin(admin.ModelAdmin):
     list_display = ["name", "version", "tenant", "os", "base_volume", "boot", "created_at"]
     list_filter = ["boot", "tenant"]
     search_fields = ["name", "base_volume"]
+    actions = ["publish"]
+
+    def save_model(self, request, obj, form, change):
+        image_save(image=obj)
+
+    @admin.action(description="Publish: roll pools on older versions onto this one")
+    def publish(self, request, queryset):
+        for image in queryset:
+            pools = image_publish(image=image)
+            self.message_user(request, f"{image.name} v{image.version}: {len(pools)} pool(s) "
+                              "rolling onto it.", messages.SUCCESS)
 
 
 class DesktopInline(admin.TabularInline):
@@ -28,20 +43,59 @@ class EntitlementInline(admin.TabularInline):
 @admin.register(Pool)
 class PoolAdmin(admin.ModelAdmin):
     list_display = ["name", "tenant", "kind", "protocol", "image", "min_ready", "min_stopped",
-                    "max_desktops", "enabled"]
+                    "max_desktops", "desktops", "enabled", "deleting_since"]
     list_filter = ["kind", "protocol", "enabled", "tenant"]
     search_fields = ["name"]
+    readonly_fields = ["deleting_since"]
     inlines = [EntitlementInline, DesktopInline]
+
+    def get_queryset(self, request):
+        return pool_list_for_user(user=request.user, is_admin=True)
+
+    @admin.display(description="Desktops (on image)")
+    def desktops(self, pool):
+        return f"{pool.desktop_count} ({pool.desktops_on_image_count})"
+
+    def save_model(self, request, obj, form, change):
+        pool_save(pool=obj, actor=request.user)
+
+    # Deleting drains the pool: sessions end, desktops go in the background, then the pool.
+    def delete_model(self, request, obj):
+        pool_delete(pool=obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for pool in queryset:
+            pool_delete(pool=pool, actor=request.user)
+
+
+def _power_action(kind: str):
+    def run(modeladmin, request, queryset):
+        asked, refused = 0, []
+        for desktop in queryset:
+            try:
+                desktop_power(desktop=desktop, kind=kind, actor=request.user)
+                asked += 1
+            except ServiceError as error:
+                refused.append(f"{desktop.name}: {error.message}")
+        if asked:
+            modeladmin.message_user(request, f"{OperationKind(kind).label} asked for "
+                                    f"{asked} desktop(s).", messages.SUCCESS)
+        for reason in refused:
+            modeladmin.message_user(request, reason, messages.WARNING)
+
+    run.__name__ = kind
+    return admin.action(description=f"{OperationKind(kind).label}")(run)
 
 
 @admin.register(Desktop)
 class DesktopAdmin(admin.ModelAdmin):
-    list_display = ["name", "tenant", "pool", "state", "host", "assigned_user",
-                    "state_changed_at"]
+    list_display = ["name", "tenant", "pool", "state", "host", "image", "assigned_user",
+                    "state_changed_at", "last_error"]
     list_filter = ["state", "tenant", "host"]
     search_fields = ["name", "assigned_user__username"]
     readonly_fields = ["state", "state_changed_at", "spice_port", "spice_tls_port", "vnc_port",
                        "volume_name", "last_error"]
+    actions = [_power_action(kind) for kind in POWER_OPERATIONS_FROM]
 
 
 @admin.register(Operation)

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
+
+from .choices import DesktopState
 
 from .models import Desktop, Image, Operation, Pool, PoolEntitlement
 
 
 def pool_list_for_user(*, user, is_admin: bool) -> QuerySet[Pool]:
-    """Pools the user may see: every pool for tenant admins, entitled ones for members."""
-    pools = Pool.objects.select_related("image")
+    """Pools the user may see: every pool for tenant admins, entitled ones that are not being
+    deleted for members. Each carries its desktop count and how many are on its image."""
+    live = ~Q(desktops__state=DesktopState.DELETING)
+    pools = Pool.objects.select_related("image").annotate(
+        desktop_count=Count("desktops", filter=live),
+        desktops_on_image_count=Count("desktops", filter=live & Q(desktops__image=F("image"))),
+    )
     if is_admin:
         return pools
     listed = PoolEntitlement.objects.filter(pool=OuterRef("pk"), user=user)
-    return pools.filter(Q(entitle_all_members=True) | Exists(listed))
+    return pools.filter(Q(entitle_all_members=True) | Exists(listed), deleting_since__isnull=True)
 
 
 def desktop_list_for_user(*, user, is_admin: bool) -> QuerySet[Desktop]:

@@ -36,7 +36,7 @@ from .choices import (
 )
 from .choices import OperationState as OpState
 from .errors import Conflict, InvalidInput
-from .models import Desktop, Image, Operation, Pool
+from .models import Desktop, IdempotentRequest, Image, Operation, Pool
 
 logger = logging.getLogger(__name__)
 
@@ -59,21 +59,43 @@ def image_save(*, image: Image) -> Image:
     return image
 
 
+def image_publish(*, image: Image) -> list[Pool]:
+    """Roll every pool on an older version of this image (same name, same owner) onto it.
+
+    New desktops use it at once; the autoscaler recycles idle floating desktops onto it in
+    the background; dedicated desktops keep theirs until they are reset.
+    """
+    with scopes_disabled():
+        pools = list(Pool.objects.filter(
+            image__name=image.name, image__tenant=image.tenant_id,
+            image__version__lt=image.version, deleting_since__isnull=True,
+        ))
+        for pool in pools:
+            Pool.objects.filter(pk=pool.pk).update(image=image)
+            pool_autoscale_enqueue(pool)
+    logger.info("image %s v%d published: %d pool(s) rolling onto it", image.name,
+                image.version, len(pools))
+    return pools
+
+
 # --- pools ----------------------------------------------------------------------------------
 def pool_create(*, tenant, actor, **fields) -> Pool:
     tenant_require_active(tenant=tenant)
-    pool = Pool(tenant=tenant, **fields)
-    with tenant_scope(tenant):  # validation (unique names, visible image) within the tenant
-        pool.full_clean()
-        pool.save()
-    pool_autoscale_enqueue(pool)
-    return pool
+    return pool_save(pool=Pool(tenant=tenant, **fields), actor=actor)
 
 
 def pool_update(*, pool: Pool, actor, **fields) -> Pool:
     for name, value in fields.items():
         setattr(pool, name, value)
-    with tenant_scope(pool.tenant):
+    return pool_save(pool=pool, actor=actor)
+
+
+def pool_save(*, pool: Pool, actor) -> Pool:
+    """Validate and save a new or changed pool; the autoscaler applies the change at once
+    (new sizes, a new image)."""
+    if pool.is_deleting:
+        raise Conflict("This pool is being deleted.", code="pool_deleting")
+    with tenant_scope(pool.tenant):  # validation (unique names, visible image) in the tenant
         pool.full_clean()
         pool.save()
     pool_autoscale_enqueue(pool)
@@ -450,6 +472,13 @@ def operations_reap() -> int:
             operation_fail(operation=operation, error="timed out: its worker stopped answering")
         reaped += 1
     return reaped
+
+
+def idempotency_keys_expire() -> int:
+    """Forget Idempotency-Keys older than IDEMPOTENCY_TTL_H hours."""
+    cutoff = timezone.now() - timedelta(hours=settings.VDI["IDEMPOTENCY_TTL_H"])
+    deleted, _ = IdempotentRequest.objects.filter(created_at__lt=cutoff).delete()
+    return deleted
 
 
 # --- storm control: at most max_concurrent_boots starts in flight per host -----------------

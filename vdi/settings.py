@@ -225,6 +225,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
         "options": {"expires": 55},
     },
+    "idempotency-keys-expire": {
+        "task": "vdi.idempotency_keys_expire",
+        "schedule": 3600.0,
+        "options": {"expires": 3000},
+    },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
@@ -247,6 +252,8 @@ VDI = {
     "PLACEMENT": os.environ.get("VDI_PLACEMENT", "spread"),
     # How long a graceful shutdown may take before the desktop is powered off.
     "SHUTDOWN_GRACE_S": float(os.environ.get("VDI_SHUTDOWN_GRACE_S", "60")),
+    # How long an Idempotency-Key is remembered.
+    "IDEMPOTENCY_TTL_H": int(os.environ.get("VDI_IDEMPOTENCY_TTL_H", "24")),
     # How soon an operation waiting for a boot slot on its host looks again.
     "BOOT_SLOT_RETRY_S": float(os.environ.get("VDI_BOOT_SLOT_RETRY_S", "2")),
 }

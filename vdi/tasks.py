@@ -1,8 +1,15 @@
 from django.conf import settings
+from django.db.models import Q
 
 from .choices import OperationState
 from .models import Operation, Pool
-from .services import WAITING, operation_run, operations_reap, pool_autoscale
+from .services import (
+    WAITING,
+    idempotency_keys_expire,
+    operation_run,
+    operations_reap,
+    pool_autoscale,
+)
 from .taskutils import platform_task
 
 
@@ -30,10 +37,17 @@ def pool_autoscale_task(pool_id: str, **_kwargs) -> int:
 
 @platform_task("vdi.pools_autoscale")
 def pools_autoscale_task(**_kwargs) -> None:
-    for pool_id in Pool.objects.filter(enabled=True).values_list("id", flat=True):
+    """Beat: every enabled pool is topped up; every pool being deleted takes its next step."""
+    pools = Pool.objects.filter(Q(enabled=True) | Q(deleting_since__isnull=False))
+    for pool_id in pools.values_list("id", flat=True):
         pool_autoscale_task.delay(str(pool_id))
 
 
 @platform_task("vdi.operations_reap")
 def operations_reap_task(**_kwargs) -> int:
     return operations_reap()
+
+
+@platform_task("vdi.idempotency_keys_expire")
+def idempotency_keys_expire_task(**_kwargs) -> int:
+    return idempotency_keys_expire()

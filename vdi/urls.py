@@ -14,6 +14,8 @@ urlpatterns = [
     path("t/<slug:tenant_slug>/", views.dashboard, name="portal-dashboard"),
     path("t/<slug:tenant_slug>/pools/<uuid:pk>/connect/", broker_views.connect,
          name="portal-connect"),
+    path("t/<slug:tenant_slug>/desktops/<uuid:pk>/<slug:kind>/", views.desktop_power_action,
+         name="portal-desktop-power"),
     path("t/<slug:tenant_slug>/sessions/<uuid:pk>/", broker_views.session_detail,
          name="portal-session"),
     path("t/<slug:tenant_slug>/sessions/<uuid:pk>/console.vv", broker_views.console_vv,

@@ -10,6 +10,7 @@ from brokers.consolefile import CONTENT_TYPE, vv_response
 from brokers.models import Session
 from brokers.selectors import session_list_for_user
 from brokers.services import IssuedTicket, session_end, ticket_issue
+from vdi.api.idempotency import IdempotentMixin
 from tenants.api.base import ScopedQuerysetMixin, TenantScopedMixin
 from vdi.api.exceptions import error_response
 
@@ -59,7 +60,7 @@ CONNECT_RESPONSES = {
 }
 
 
-class SessionViewSet(TenantScopedMixin, ScopedQuerysetMixin, mixins.ListModelMixin,
+class SessionViewSet(IdempotentMixin, TenantScopedMixin, ScopedQuerysetMixin, mixins.ListModelMixin,
                      mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     model = Session
     serializer_class = SessionSerializer

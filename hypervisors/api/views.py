@@ -13,6 +13,7 @@ from hypervisors.services import (
     host_usage,
 )
 from tenants.api.base import IsStaff
+from vdi.api.idempotency import IdempotentMixin
 
 from .serializers import HostSerializer
 
@@ -27,7 +28,7 @@ def _host_action(name: str, service, summary: str, code=status.HTTP_200_OK):
     return action(detail=True, methods=["post"])(run)
 
 
-class HostViewSet(viewsets.ModelViewSet):
+class HostViewSet(IdempotentMixin, viewsets.ModelViewSet):
     """Hypervisor hosts (platform staff). Creating one starts a probe; an empty host can
     be deleted, one with desktops answers 409 until drained and emptied."""
 

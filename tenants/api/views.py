@@ -9,12 +9,13 @@ from tenants.models import Tenant
 from tenants.resolution import resolve_tenant
 from tenants.selectors import tenant_list_for_user
 from tenants.services import tenant_create
+from vdi.api.idempotency import IdempotentMixin
 from vdi.errors import Forbidden, InvalidInput
 
 from .serializers import TenantSerializer
 
 
-class TenantViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+class TenantViewSet(IdempotentMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
                     viewsets.GenericViewSet):
     """Organisations: staff create them; members list and read their own."""
 

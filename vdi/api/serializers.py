@@ -16,16 +16,27 @@ class ImageSerializer(serializers.ModelSerializer):
         validators = []
 
 
+class ImagePublishSerializer(serializers.Serializer):
+    image = serializers.UUIDField()
+    pools = serializers.ListField(child=serializers.UUIDField(),
+                                  help_text="The pools rolled onto this image.")
+
+
 class PoolSerializer(serializers.ModelSerializer):
     image = ScopedPrimaryKeyRelatedField(Image, pk_field=serializers.UUIDField())
+    desktop_count = serializers.IntegerField(read_only=True, default=None)
+    desktops_on_image = serializers.IntegerField(
+        source="desktops_on_image_count", read_only=True, default=None,
+        help_text="Desktops already on the pool's image: the progress of a roll-out.")
 
     class Meta:
         model = Pool
         fields = ["id", "name", "description", "image", "kind", "protocol", "vcpus",
                   "memory_mb", "min_ready", "min_stopped", "max_desktops", "max_per_user",
                   "idle_timeout_s", "max_session_s", "on_logoff", "ticket_ttl_s",
-                  "entitle_all_members", "enabled", "created_at"]
-        read_only_fields = ["id", "created_at"]
+                  "entitle_all_members", "enabled", "deleting_since", "desktop_count",
+                  "desktops_on_image", "created_at"]
+        read_only_fields = ["id", "deleting_since", "created_at"]
         # Uniqueness per tenant is checked by the model (the tenant is not a field here).
         validators = []
 

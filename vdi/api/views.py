@@ -6,21 +6,37 @@ from rest_framework.response import Response
 from brokers.api.views import CONNECT_RESPONSES, pending_response, ticket_or_pending
 from brokers.services import session_connect
 from tenants.api.base import IsStaff, ScopedQuerysetMixin, TenantScopedMixin
+from vdi.api.idempotency import IdempotentMixin
 from tenants.scoping import scopes_disabled
 from vdi.choices import OperationKind
 from vdi.models import Desktop, Image, Operation, Pool
 from vdi.selectors import desktop_list_for_user, operation_list_for_user, pool_list_for_user
-from vdi.services import desktop_power, image_save, pool_create, pool_update
+from vdi.services import (
+    desktop_power,
+    image_publish,
+    image_save,
+    pool_create,
+    pool_delete,
+    pool_update,
+)
 
-from .serializers import DesktopSerializer, ImageSerializer, OperationSerializer, PoolSerializer
+from .serializers import (
+    DesktopSerializer,
+    ImagePublishSerializer,
+    ImageSerializer,
+    OperationSerializer,
+    PoolSerializer,
+)
 
 
-class PoolViewSet(TenantScopedMixin, ScopedQuerysetMixin, viewsets.ModelViewSet):
+class PoolViewSet(IdempotentMixin, TenantScopedMixin, ScopedQuerysetMixin, viewsets.ModelViewSet):
+    """Desktop pools. Deleting one answers 202: it is disabled at once, its sessions end and
+    its desktops are deleted in the background (``deleting_since`` is set meanwhile)."""
+
     model = Pool
     serializer_class = PoolSerializer
     filterset_fields = ["kind", "protocol", "enabled", "image"]
     ordering_fields = ["name", "created_at"]
-    http_method_names = ["get", "post", "put", "patch", "head", "options"]
 
     def scoped_queryset(self):
         return pool_list_for_user(user=self.request.user, is_admin=self.is_admin)
@@ -34,6 +50,11 @@ class PoolViewSet(TenantScopedMixin, ScopedQuerysetMixin, viewsets.ModelViewSet)
         serializer.instance = pool_update(
             pool=serializer.instance, actor=self.request.user, **serializer.validated_data
         )
+
+    @extend_schema(responses={202: PoolSerializer})
+    def destroy(self, request, *args, **kwargs):
+        pool = pool_delete(pool=self.get_object(), actor=request.user)
+        return Response(self.get_serializer(pool).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=None, responses=CONNECT_RESPONSES)
     @action(detail=True, methods=["post"])
@@ -54,7 +75,7 @@ def _power_action(kind: str):
     return action(detail=True, methods=["post"])(run)
 
 
-class DesktopViewSet(TenantScopedMixin, ScopedQuerysetMixin, mixins.ListModelMixin,
+class DesktopViewSet(IdempotentMixin, TenantScopedMixin, ScopedQuerysetMixin, mixins.ListModelMixin,
                      mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     model = Desktop
     serializer_class = DesktopSerializer
@@ -82,8 +103,8 @@ class OperationViewSet(TenantScopedMixin, ScopedQuerysetMixin, mixins.ListModelM
         return operation_list_for_user(user=self.request.user, is_admin=self.is_admin)
 
 
-class ImageViewSet(viewsets.ModelViewSet):
-    """Golden images (platform staff)."""
+class ImageViewSet(IdempotentMixin, viewsets.ModelViewSet):
+    """Golden images (platform staff). ``publish`` rolls pools onto a new version."""
 
     permission_classes = [IsStaff]
     serializer_class = ImageSerializer
@@ -100,5 +121,14 @@ class ImageViewSet(viewsets.ModelViewSet):
         for name, value in serializer.validated_data.items():
             setattr(serializer.instance, name, value)
         image_save(image=serializer.instance)
+
+    @extend_schema(request=None, responses={200: ImagePublishSerializer})
+    @action(detail=True, methods=["post"])
+    def publish(self, request, pk):
+        """Roll every pool on an older version of this image (same name and owner) onto it:
+        new desktops use it, idle floating desktops are recycled onto it in the background,
+        dedicated desktops keep theirs until reset."""
+        pools = image_publish(image=self.get_object())
+        return Response({"image": str(pk), "pools": [str(pool.id) for pool in pools]})
 
 
