@@ -10,10 +10,12 @@ replayed ticket has ``password: null``; ask ``sessions/{id}/ticket/`` for a fres
 from __future__ import annotations
 
 import hashlib
+import json
 
 from django.db import IntegrityError, transaction
 from django.http.request import RawPostDataException
 from rest_framework.response import Response
+from rest_framework.utils.encoders import JSONEncoder
 
 from vdi.errors import Conflict, InvalidInput
 from vdi.models import IdempotentRequest
@@ -105,7 +107,9 @@ class IdempotentMixin:
                 record.delete()  # nothing was settled: let the client try again
             else:
                 record.status_code = response.status_code
-                record.response = _redacted(getattr(response, "data", None))
+                # Through DRF's encoder: UUIDs, dates and decimals as the client saw them.
+                data = json.loads(json.dumps(getattr(response, "data", None), cls=JSONEncoder))
+                record.response = _redacted(data)
                 record.headers = {h: response[h] for h in REPLAYED_HEADERS if h in response}
                 record.save(update_fields=["status_code", "response", "headers"])
         return response

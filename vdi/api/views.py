@@ -128,7 +128,9 @@ class ImageViewSet(IdempotentMixin, viewsets.ModelViewSet):
         """Roll every pool on an older version of this image (same name and owner) onto it:
         new desktops use it, idle floating desktops are recycled onto it in the background,
         dedicated desktops keep theirs until reset."""
-        pools = image_publish(image=self.get_object())
+        with scopes_disabled():
+            image = self.get_object()
+        pools = image_publish(image=image)
         return Response({"image": str(pk), "pools": [str(pool.id) for pool in pools]})
 
 
