@@ -9,6 +9,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from hypervisors.choices import HostState
+from hypervisors.drivers.libvirt_driver import drop_connection
 from hypervisors.models import Host
 from tenants.choices import Role
 from tenants.scoping import scopes_disabled, tenant_scope
@@ -18,6 +19,15 @@ from vdi.models import Image
 from vdi.services import pool_create
 
 PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def fresh_simulated_hypervisor():
+    """libvirt's test driver keeps its domains and volumes while a connection to it is open
+    in this process; closing the driver's cached one after each test starts the next afresh
+    (its 100 GiB storage pool would otherwise fill up with earlier tests' disks)."""
+    yield
+    drop_connection("test:///default")
 
 
 @pytest.fixture
