@@ -60,6 +60,11 @@ class PoolAdmin(admin.ModelAdmin):
         pool_save(pool=obj, actor=request.user)
 
     # Deleting drains the pool: sessions end, desktops go in the background, then the pool.
+    # Its desktops are therefore not an obstacle, whatever the foreign key says.
+    def get_deleted_objects(self, objs, request):
+        deleted, counts, perms_needed, _protected = super().get_deleted_objects(objs, request)
+        return deleted, counts, perms_needed, []
+
     def delete_model(self, request, obj):
         pool_delete(pool=obj, actor=request.user)
 

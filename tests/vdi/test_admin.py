@@ -85,3 +85,36 @@ def test_adding_a_host_in_the_admin_probes_it(admin_client, run_tasks, db):
 
     assert response.status_code == 302, response.content.decode()[:2000]
     assert Host.objects.get(name="kvm-admin").state == "up"
+
+
+def test_desktop_power_actions_in_the_admin(admin_client, make_pool, host, run_tasks):
+    from tenants.scoping import scopes_disabled
+    from vdi.models import Desktop
+
+    with run_tasks():
+        pool = make_pool(min_ready=1)
+    with scopes_disabled():
+        desktop = Desktop.objects.get(pool=pool)
+
+    with run_tasks():
+        response = admin_client.post("/admin/vdi/desktop/", {
+            "action": "poweroff", "_selected_action": [str(desktop.pk)]}, follow=True)
+
+    assert "Power off asked for 1 desktop(s)." in response.content.decode()
+    with scopes_disabled():
+        assert Desktop.objects.get(pk=desktop.pk).state == "stopped"
+
+
+def test_deleting_a_pool_in_the_admin_drains_it(admin_client, make_pool, host, run_tasks):
+    from vdi.models import Pool
+
+    with run_tasks():
+        pool = make_pool(min_ready=1)
+    with run_tasks():
+        response = admin_client.post(f"/admin/vdi/pool/{pool.pk}/delete/", {"post": "yes"})
+
+    assert response.status_code == 302
+    from tenants.scoping import scopes_disabled
+
+    with scopes_disabled():
+        assert not Pool.objects.filter(pk=pool.pk).exists()
