@@ -8,6 +8,7 @@ returned once to the user and never stored.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from django.utils import timezone
 
 from hypervisors.drivers import ConsoleTicketUnsupported, DriverError, driver_for
 from hypervisors.services import host_room
+from tenants.scoping import scopes_disabled
 from tenants.services import quota_check_desktops, quota_check_sessions, tenant_lock
 from tenants.services import tenant_require_active
 from vdi.choices import (
@@ -52,6 +54,22 @@ class IssuedTicket:
     ticket: ConnectionTicket
     password: str
     notice: str = ""
+    # Browser tickets only: the single-use token the console proxy takes (stored hashed).
+    token: str = ""
+
+
+@dataclass(frozen=True)
+class ConsoleTarget:
+    """Where the console proxy connects a browser: a desktop's VNC display."""
+
+    ticket_id: str
+    session_id: str
+    host: str
+    port: int
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @dataclass
@@ -232,18 +250,46 @@ def ticket_issue(*, session: Session, user, kind: str = TicketKind.NATIVE) -> Is
     if outcome.get("error"):
         raise Conflict(f"The console could not be prepared: {outcome['error']}",
                        code="console_unavailable")
+    token = secrets.token_urlsafe(32) if kind == TicketKind.BROWSER else ""
     ticket = ConnectionTicket.objects.create(
         tenant=session.tenant, session=session, desktop=desktop, kind=kind, protocol=protocol,
         host=desktop.host.console_address,
         port=desktop.vnc_port if protocol == Protocol.VNC else desktop.spice_port,
         tls_port=desktop.spice_tls_port if protocol == Protocol.SPICE else None,
+        token_hash=token_hash(token) if token else None,
         password_applied=outcome["applied"], issued_by=user, expires_at=expires_at,
     )
     logger.info("ticket %s issued for session %s (%s, applied=%s)", ticket.id, session.id,
                 protocol, ticket.password_applied)
     return IssuedTicket(
-        ticket=ticket, password=password, notice="" if ticket.password_applied else SIMULATED_NOTICE
+        ticket=ticket, password=password, token=token,
+        notice="" if ticket.password_applied else SIMULATED_NOTICE,
     )
+
+
+def console_token_consume(*, token: str) -> ConsoleTarget | None:
+    """The console proxy's question: where does this browser token lead? Once only.
+
+    The token must belong to a browser ticket that has not expired, has not been used, and
+    whose session is still live; using it marks it used in the same conditional update, so
+    a replayed token finds nothing. None for anything else, without saying which.
+    """
+    if not token or len(token) > 256:
+        return None
+    now = timezone.now()
+    with scopes_disabled():
+        ticket = (ConnectionTicket.objects.select_related("session")
+                  .filter(token_hash=token_hash(token), kind=TicketKind.BROWSER).first())
+        if (ticket is None or ticket.expires_at <= now or ticket.port is None
+                or ticket.session.state not in READY_STATES):
+            return None
+        used = ConnectionTicket.objects.filter(pk=ticket.pk, used_at__isnull=True).update(
+            used_at=now)
+    if not used:
+        logger.warning("console token of ticket %s replayed: refused", ticket.id)
+        return None
+    return ConsoleTarget(ticket_id=str(ticket.id), session_id=str(ticket.session_id),
+                         host=ticket.host, port=ticket.port)
 
 
 def ticket_apply(*, desktop: Desktop, protocol: str, password: str, valid_until: datetime) -> dict:
