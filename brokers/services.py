@@ -22,7 +22,8 @@ from django.utils import timezone
 from hypervisors.drivers import ConsoleTicketUnsupported, DriverError, driver_for
 from hypervisors.services import host_room
 from tenants.scoping import scopes_disabled
-from tenants.services import quota_check_desktops, quota_check_sessions, tenant_lock
+from tenants.services import audit_record, quota_check_desktops, quota_check_sessions
+from tenants.services import tenant_lock
 from tenants.services import tenant_require_active
 from vdi.choices import (
     UNFINISHED_OPERATION_STATES,
@@ -32,7 +33,7 @@ from vdi.choices import (
     PoolKind,
     Protocol,
 )
-from vdi.errors import Conflict
+from vdi.errors import Conflict, Forbidden
 from vdi.models import Desktop, Operation, Pool
 from vdi.services import pool_autoscale_enqueue, desktop_claim_spare, desktop_create
 from vdi.services import operation_create
@@ -219,14 +220,22 @@ def _new_password(protocol: str) -> str:
     return secrets.token_urlsafe(32)[:8] if protocol == Protocol.VNC else secrets.token_urlsafe(32)
 
 
-def ticket_issue(*, session: Session, user, kind: str = TicketKind.NATIVE) -> IssuedTicket | None:
+def ticket_issue(*, session: Session, user, kind: str = TicketKind.NATIVE,
+                 takeover: bool = False) -> IssuedTicket | None:
     """Set a fresh console password on the session's desktop and return it once.
 
-    The web process never calls libvirt: a worker sets the password on the ``console`` queue
-    while this waits up to TICKET_WAIT_S. None means the worker did not answer in time.
+    Only the session's own user gets tickets: the desktop has one console owner (an admin
+    who needs it uses ``session_takeover``). The new password replaces the previous one at
+    once; on a takeover, SPICE clients still connected are disconnected too (QEMU keeps VNC
+    clients connected). The web process never calls libvirt: a worker sets the password on
+    the ``console`` queue while this waits up to TICKET_WAIT_S. None means the worker did
+    not answer in time.
     """
     from .tasks import ticket_apply_task
 
+    if session.user_id != user.pk:
+        raise Forbidden("This is another user's session; an administrator can take the "
+                        "desktop over instead.", code="not_session_owner")
     if session.state not in READY_STATES:
         raise Conflict(f"The session is {session.state}, not ready.", code="session_not_ready",
                        details={"state": session.state})
@@ -238,7 +247,7 @@ def ticket_issue(*, session: Session, user, kind: str = TicketKind.NATIVE) -> Is
     expires_at = timezone.now() + timedelta(seconds=session.pool.effective_ticket_ttl_s)
     result = ticket_apply_task.apply_async(
         kwargs={"desktop_id": str(desktop.id), "protocol": protocol, "password": password,
-                "valid_until": expires_at.isoformat()},
+                "valid_until": expires_at.isoformat(), "disconnect": takeover},
         kwargsrepr=f"{{'desktop_id': '{desktop.id}', 'protocol': '{protocol}', 'password': '***'}}",
         queue="console",
     )
@@ -292,10 +301,12 @@ def console_token_consume(*, token: str) -> ConsoleTarget | None:
                          host=ticket.host, port=ticket.port)
 
 
-def ticket_apply(*, desktop: Desktop, protocol: str, password: str, valid_until: datetime) -> dict:
+def ticket_apply(*, desktop: Desktop, protocol: str, password: str, valid_until: datetime,
+                 disconnect: bool = False) -> dict:
     """Worker side: set the password on the live domain. Never logs the password."""
     try:
-        driver_for(desktop.host).set_console_password(desktop.name, protocol, password, valid_until)
+        driver_for(desktop.host).set_console_password(desktop.name, protocol, password,
+                                                      valid_until, disconnect=disconnect)
     except ConsoleTicketUnsupported as error:
         logger.warning("desktop %s: console password not set: %s", desktop.name, error)
         return {"applied": False, "error": None}
@@ -303,6 +314,62 @@ def ticket_apply(*, desktop: Desktop, protocol: str, password: str, valid_until:
         logger.warning("desktop %s: console password failed: %s", desktop.name, error)
         return {"applied": False, "error": str(error)}
     return {"applied": True, "error": None}
+
+
+# --- takeover -------------------------------------------------------------------------------
+def session_takeover(*, desktop: Desktop, actor, source_ip: str | None = None) -> ConnectResult:
+    """A tenant admin takes a desktop's console over: the owner's live session ends (reason
+    ``admin``, no logoff policy applied), the admin gets a session of their own with a fresh
+    ticket, and the takeover goes into the tenant's audit trail."""
+    with transaction.atomic():
+        desktop = Desktop.objects.select_for_update().get(pk=desktop.pk)
+        if desktop.state != DesktopState.RUNNING:
+            raise Conflict("Only a running desktop can be taken over.",
+                           code="desktop_not_running", details={"state": desktop.state})
+        now = timezone.now()
+        previous = list(Session.objects.filter(desktop=desktop, state__in=LIVE_SESSION_STATES)
+                        .select_related("user"))
+        for session in previous:
+            SESSION_MACHINE.apply(session, SessionState.ENDED, end_reason=EndReason.ADMIN,
+                                  ended_at=now)
+        session = Session.objects.create(
+            tenant=desktop.tenant, pool=desktop.pool, user=actor, desktop=desktop,
+            state=SessionState.READY, ready_at=now,
+        )
+        audit_record(tenant=desktop.tenant, actor=actor, action="desktop.takeover",
+                     target=desktop, source_ip=source_ip, details={
+                         "session": str(session.id),
+                         "ended_sessions": [str(s.id) for s in previous],
+                         "from_users": sorted({s.user.username for s in previous}),
+                     })
+    logger.info("desktop %s taken over by %s", desktop.name, actor)
+    return ConnectResult(session=session,
+                         ticket=ticket_issue(session=session, user=actor, takeover=True))
+
+
+# --- time limits ----------------------------------------------------------------------------
+def sessions_expire() -> int:
+    """End sessions past their pool's limits (the beat runs this every 30 s):
+    ``max_session_s`` since the session became ready, and ``idle_timeout_s`` without a
+    console connected (ready but never connected, or disconnected). Ending applies the
+    pool's ``on_logoff``."""
+    now = timezone.now()
+    ended = 0
+    live = (Session.objects.filter(state__in=READY_STATES)
+            .select_related("pool").exclude(ready_at__isnull=True))
+    for session in live:
+        pool = session.pool
+        if pool.max_session_s and session.ready_at + timedelta(seconds=pool.max_session_s) <= now:
+            reason = EndReason.MAX_DURATION
+        elif (pool.idle_timeout_s and session.state != SessionState.CONNECTED
+              and session.state_changed_at + timedelta(seconds=pool.idle_timeout_s) <= now):
+            reason = EndReason.IDLE
+        else:
+            continue
+        session_end(session=session, actor=None, reason=reason)
+        logger.info("session %s ended: %s", session.id, reason)
+        ended += 1
+    return ended
 
 
 # --- end ------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import Membership, Tenant
+from .models import AuditEvent, Membership, Tenant
 
 
 class MembershipInline(admin.TabularInline):
@@ -24,3 +24,21 @@ class MembershipAdmin(admin.ModelAdmin):
     list_filter = ["role", "tenant"]
     search_fields = ["user__username", "tenant__slug"]
     autocomplete_fields = ["user"]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "tenant", "actor", "action", "object_type", "object_id",
+                    "source_ip"]
+    list_filter = ["action", "tenant"]
+    search_fields = ["action", "object_id", "actor__username"]
+    readonly_fields = [f for f in list_display] + ["details"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -75,3 +75,26 @@ class Membership(TenantOwnedModel):
         return self.role in ADMIN_ROLES
 
 
+
+
+class AuditEvent(TenantOwnedModel):
+    """Who did what to which object of a tenant, when and from where. Append-only."""
+
+    id = models.BigAutoField(primary_key=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+        related_name="+", help_text="Empty when the platform acted on its own.",
+    )
+    action = models.CharField(max_length=64, help_text="e.g. session.takeover")
+    object_type = models.CharField(max_length=64)
+    object_id = models.CharField(max_length=64)
+    details = models.JSONField(default=dict, blank=True)
+    source_ip = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["tenant", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.object_type} {self.object_id}"

@@ -8,7 +8,7 @@ from django.db.models import Count, Sum
 from vdi.errors import Conflict, QuotaExceeded
 
 from .choices import Role
-from .models import Membership, Tenant
+from .models import AuditEvent, Membership, Tenant
 from .scoping import scopes_disabled, tenant_scope
 
 
@@ -73,3 +73,14 @@ def quota_check_sessions(*, tenant: Tenant, live_sessions: int) -> None:
             f"The organisation's max_sessions quota ({tenant.max_sessions}) is reached.",
             details={"quota": "max_sessions", "limit": tenant.max_sessions},
         )
+
+
+def audit_record(*, tenant: Tenant, actor, action: str, target, details: dict | None = None,
+                 source_ip: str | None = None) -> AuditEvent:
+    """Append one entry to the tenant's audit trail. ``target`` is the model instance acted
+    on. Never put secrets (passwords, tokens) in ``details``."""
+    return AuditEvent.objects.create(
+        tenant=tenant, actor=actor if getattr(actor, "is_authenticated", False) else None,
+        action=action, object_type=target._meta.label_lower, object_id=str(target.pk),
+        details=details or {}, source_ip=source_ip,
+    )

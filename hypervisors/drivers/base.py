@@ -120,7 +120,8 @@ class HypervisorDriver(Protocol):
     def console_ports(self, name: str) -> ConsolePorts: ...
 
     def set_console_password(
-        self, name: str, protocol: str, password: str, valid_until: datetime
+        self, name: str, protocol: str, password: str, valid_until: datetime,
+        disconnect: bool = False,
     ) -> None: ...
 
     def list_domains(self) -> dict[str, PowerState]: ...

@@ -398,9 +398,13 @@ class LibvirtDriver:
         )
 
     def set_console_password(
-        self, name: str, protocol: str, password: str, valid_until: datetime
+        self, name: str, protocol: str, password: str, valid_until: datetime,
+        disconnect: bool = False,
     ) -> None:
-        """Set the display password on the live domain, valid until ``valid_until`` (UTC)."""
+        """Set the display password on the live domain, valid until ``valid_until`` (UTC).
+
+        Clients already connected stay, unless ``disconnect`` (SPICE only: QEMU accepts
+        nothing but ``keep`` for VNC)."""
 
         def update(dom):
             root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE))
@@ -412,7 +416,8 @@ class LibvirtDriver:
                 "passwdValidTo",
                 valid_until.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
             )
-            graphics.set("connected", "keep")
+            graphics.set("connected", "disconnect" if disconnect and protocol == "spice"
+                         else "keep")
             if protocol == "spice":
                 graphics.set("autoport", "yes")
             dom.updateDeviceFlags(

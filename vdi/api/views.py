@@ -4,7 +4,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from brokers.api.views import CONNECT_RESPONSES, pending_response, ticket_or_pending
-from brokers.services import session_connect
+from brokers.services import session_connect, session_takeover
 from tenants.api.base import IsStaff, ScopedQuerysetMixin, TenantScopedMixin
 from vdi.api.idempotency import IdempotentMixin
 from tenants.scoping import scopes_disabled
@@ -84,6 +84,17 @@ class DesktopViewSet(IdempotentMixin, TenantScopedMixin, ScopedQuerysetMixin, mi
 
     def scoped_queryset(self):
         return desktop_list_for_user(user=self.request.user, is_admin=self.is_admin)
+
+    admin_actions = TenantScopedMixin.admin_actions | {"takeover"}
+
+    @extend_schema(request=None, responses=CONNECT_RESPONSES)
+    @action(detail=True, methods=["post"])
+    def takeover(self, request, tenant_slug, pk):
+        """Take the desktop's console over (tenant admins): its user's session ends, you get a
+        session and a fresh ticket; the takeover is audited."""
+        result = session_takeover(desktop=self.get_object(), actor=request.user,
+                                  source_ip=request.META.get("REMOTE_ADDR"))
+        return ticket_or_pending(request, result.session, result.ticket)
 
     start = _power_action(OperationKind.START)
     shutdown = _power_action(OperationKind.SHUTDOWN)
