@@ -15,6 +15,12 @@ def render_vv(*, ticket: ConnectionTicket, password: str, title: str) -> str:
         lines.append(f"port={ticket.port}")
     if ticket.tls_port:
         lines.append(f"tls-port={ticket.tls_port}")
+        host = ticket.desktop.host if ticket.desktop and ticket.desktop.host_id else None
+        if host is not None and host.console_tls_subject:
+            lines.append(f"host-subject={host.console_tls_subject}")
+        if host is not None and host.console_ca_cert:
+            # One line: remote-viewer reads "\n" in the value as a line break.
+            lines.append("ca=" + host.console_ca_cert.strip().replace("\n", "\\n"))
     lines += [
         f"password={password}",
         "delete-this-file=1",

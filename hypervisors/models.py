@@ -38,6 +38,15 @@ class Host(models.Model):
         max_length=100, blank=True, default="",
         help_text="Host bridge desktops join (e.g. br0); or set a libvirt network instead.",
     )
+    console_tls_subject = models.CharField(
+        max_length=255, blank=True, default="",
+        help_text="SPICE TLS: the subject of the host's certificate, e.g. "
+                  "'C=US, O=Example, CN=kvm1.example.com' (goes into .vv files as host-subject).",
+    )
+    console_ca_cert = models.TextField(
+        blank=True, default="",
+        help_text="SPICE TLS: the CA certificate (PEM) clients verify the host with.",
+    )
     # What the last probe found.
     virt_types = models.JSONField(default=list, blank=True,
                                   help_text="Virtualisation types the host offers.")

@@ -12,7 +12,8 @@ class HostSerializer(serializers.ModelSerializer):
         model = Host
         fields = ["id", "name", "uri", "virt_type", "console_address", "enabled", "state",
                   "cpus", "memory_mb", "cpu_overcommit", "memory_overcommit",
-                  "max_concurrent_boots", "storage_pool", "network", "bridge", "virt_types",
+                  "max_concurrent_boots", "storage_pool", "network", "bridge",
+                  "console_tls_subject", "console_ca_cert", "virt_types",
                   "storage_free_gb", "volumes", "unknown_domains", "used_vcpus",
                   "used_memory_mb", "desktop_count", "failures", "last_seen_at",
                   "last_checked_at", "last_error", "created_at"]
