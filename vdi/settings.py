@@ -131,6 +131,10 @@ STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "staticfiles"
 STATIC_ROOT.mkdir(exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# noVNC for the browser console, from the npm package pinned in package.json (scripts/setup
+# runs `npm ci`): its ES modules are served as /static/novnc/{core,vendor}/…, never from a CDN.
+NOVNC_DIR = BASE_DIR / "node_modules" / "@novnc" / "novnc"
+STATICFILES_DIRS += [("novnc/core", NOVNC_DIR / "core"), ("novnc/vendor", NOVNC_DIR / "vendor")]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -225,6 +229,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
         "options": {"expires": 55},
     },
+    "sessions-expire": {
+        "task": "brokers.sessions_expire",
+        "schedule": 30.0,
+        "options": {"expires": 25},
+    },
     "idempotency-keys-expire": {
         "task": "vdi.idempotency_keys_expire",
         "schedule": 3600.0,
@@ -257,6 +266,33 @@ VDI = {
     # How soon an operation waiting for a boot slot on its host looks again.
     "BOOT_SLOT_RETRY_S": float(os.environ.get("VDI_BOOT_SLOT_RETRY_S", "2")),
 }
+
+
+# --- browser console proxy (manage.py console_proxy; docs/connecting.md) ---------------------
+def _console_origins() -> list[str]:
+    """Origins whose pages may open console websockets: VDI_CONSOLE_ALLOWED_ORIGINS, else
+    CSRF_TRUSTED_ORIGINS plus https://HOST for each plain ALLOWED_HOSTS entry; in demo and
+    test also http(s)://HOST on any port (``:*``), the port being the dev server's."""
+    if os.environ.get("VDI_CONSOLE_ALLOWED_ORIGINS", "").strip():
+        return env_list("VDI_CONSOLE_ALLOWED_ORIGINS")
+    origins = list(CSRF_TRUSTED_ORIGINS)
+    for host in ALLOWED_HOSTS:
+        if host in {"*", "testserver"} or host.startswith((".", "*")):
+            continue
+        origins += [f"http://{host}:*", f"https://{host}:*"] if DEVELOPMENT else [f"https://{host}"]
+    return origins
+
+
+VDI.update({
+    # Where `manage.py console_proxy` listens (HOST:PORT; --listen overrides it).
+    "CONSOLE_PROXY_LISTEN": os.environ.get("VDI_CONSOLE_PROXY_LISTEN", "127.0.0.1:6080"),
+    # The websocket URL browsers use to reach the proxies (e.g. wss://console.example.com/);
+    # empty: ws(s)://<the portal's host name>:<the listen port>/, which suits the demo.
+    "CONSOLE_PROXY_URL": os.environ.get("VDI_CONSOLE_PROXY_URL", ""),
+    "CONSOLE_ALLOWED_ORIGINS": _console_origins(),
+    # Behind a load balancer: take the browser's address from the last X-Forwarded-For hop.
+    "CONSOLE_PROXY_TRUST_FORWARDED_FOR": env_bool("VDI_CONSOLE_PROXY_TRUST_FORWARDED_FOR"),
+})
 if VDI["PLACEMENT"] not in {"spread", "pack"}:
     raise ImproperlyConfigured(f"VDI_PLACEMENT must be spread or pack, not {VDI['PLACEMENT']!r}")
 

@@ -25,6 +25,8 @@ urlpatterns = [
          name="portal-session"),
     path("t/<slug:tenant_slug>/sessions/<uuid:pk>/console.vv", broker_views.console_vv,
          name="portal-console-vv"),
+    path("t/<slug:tenant_slug>/sessions/<uuid:pk>/console/", broker_views.console,
+         name="portal-console"),
     path("t/<slug:tenant_slug>/sessions/<uuid:pk>/end/", broker_views.end,
          name="portal-session-end"),
     path("admin/", admin.site.urls),

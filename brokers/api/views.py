@@ -20,7 +20,8 @@ from .serializers import PendingSerializer, SessionSerializer, TicketSerializer
 def ticket_body(request, session: Session, issued: IssuedTicket) -> dict:
     slug = session.tenant.slug
     vv_path = reverse("api:session-console-vv", kwargs={"tenant_slug": slug, "pk": session.id})
-    console_path = reverse("portal-session", kwargs={"tenant_slug": slug, "pk": session.id})
+    # The browser console page: opening it issues a browser ticket of its own.
+    console_path = reverse("portal-console", kwargs={"tenant_slug": slug, "pk": session.id})
     ticket = issued.ticket
     return {
         "session": session.id,

@@ -1,0 +1,467 @@
+"""The browser console proxy (brokers/proxy.py, manage.py console_proxy), no hypervisor needed.
+
+Tickets come from ``ticket_issue`` on the simulated host; that host has no VNC port, so the
+tests give the ticket one: a small fake VNC server's, which answers with an RFB banner.
+Requests go through websockify's real request handler (in this process), or through a real
+``manage.py console_proxy`` process that forks a child per connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import socket
+import sys
+import threading
+from datetime import timedelta
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+from websockify.auth_plugins import InvalidOriginError
+
+from brokers.choices import SessionState, TicketKind
+from brokers.models import ConnectionTicket, Session
+from brokers.proxy import (
+    ConsoleTokenPlugin,
+    OriginCheck,
+    TokenMaskFilter,
+    build_server,
+    install_token_mask,
+    mask_tokens,
+    origin_allowed,
+)
+from brokers.services import session_end, ticket_issue, token_hash
+from tenants.scoping import scopes_disabled
+from tests.api.test_slice import connect
+from tests.processes import ROOT, running, wait_for
+
+PORTAL = "http://portal.test:8000"
+RFB_BANNER = b"RFB 003.008\n"
+
+
+# --- helpers --------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def upgrade_request(port: int, path: str, origin: str | None) -> bytes:
+    lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",
+             "Connection: Upgrade", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+             "Sec-WebSocket-Version: 13"]
+    if origin is not None:
+        lines.append(f"Origin: {origin}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def read_all(sock: socket.socket, timeout_s: float = 10) -> bytes:
+    sock.settimeout(timeout_s)
+    data = b""
+    with contextlib.suppress(OSError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def status_of(response: bytes) -> int | None:
+    """The HTTP status of a handshake answer; None when the proxy hung up without one."""
+    if not response.startswith(b"HTTP/1.1 "):
+        return None
+    return int(response.split(b" ", 2)[1])
+
+
+def ws_handshake(port: int, path: str, origin: str | None, host: str = "127.0.0.1",
+                 read_s: float = 5) -> tuple[int | None, bytes]:
+    """A raw websocket upgrade against a running proxy: (status, everything it sent).
+
+    websockify's own client drops the query string (the token), so this speaks HTTP itself.
+    After a 101 it reads what the proxy forwards (e.g. the RFB banner) until ``read_s``.
+    """
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(upgrade_request(port, path, origin))
+        response = read_all(sock, read_s)
+    return status_of(response), response
+
+
+@contextlib.contextmanager
+def fake_vnc(connections: int = 10):
+    """A TCP server that greets each connection with an RFB banner and hangs up."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+    served = []
+
+    def serve():
+        while not stop.is_set() and len(served) < connections:
+            try:
+                conn, address = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                served.append(address)
+                conn.sendall(RFB_BANNER)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1], served
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()
+
+
+def through_handler(server, path: str, origin: str | None) -> bytes:
+    """One connection through websockify's request handler, in this process, the way a
+    forked proxy child runs it (top_new_client); returns what the browser received."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(upgrade_request(port, path, origin))
+            accepted, address = listener.accept()
+            with accepted:
+                server.top_new_client(accepted, address)
+            return read_all(client, timeout_s=2)
+
+
+# --- fixtures -------------------------------------------------------------------------------
+@pytest.fixture
+def ready_pool(make_pool, host, run_tasks):
+    with run_tasks():
+        return make_pool(min_ready=1)
+
+
+@pytest.fixture
+def session(api, ready_pool, run_tasks) -> Session:
+    body = connect(api("member"), ready_pool, run_tasks).json()
+    with scopes_disabled():
+        return Session.objects.select_related("desktop", "pool").get(pk=body["session"])
+
+
+@pytest.fixture
+def browser_ticket(session, users, run_tasks):
+    """``browser_ticket(port)``: a fresh browser ticket, issued the real way, pointing at
+    ``port`` (the simulated host has no VNC display); returns the IssuedTicket."""
+
+    def issue(port: int | None = 5901):
+        with run_tasks(), scopes_disabled():
+            issued = ticket_issue(session=session, user=users["member"],
+                                  kind=TicketKind.BROWSER)
+            assert issued is not None and issued.token
+            assert issued.ticket.port is None  # the simulated host: no console
+            if port is not None:
+                ConnectionTicket.objects.filter(pk=issued.ticket.pk).update(port=port)
+        return issued
+
+    return issue
+
+
+def session_state(session) -> Session:
+    with scopes_disabled():
+        return Session.objects.get(pk=session.pk)
+
+
+# --- the token plugin -----------------------------------------------------------------------
+def test_a_fresh_browser_token_resolves_to_the_desktops_display_once(browser_ticket):
+    issued = browser_ticket(5901)
+    plugin = ConsoleTokenPlugin()
+    assert plugin.lookup(issued.token) == ("127.0.0.1", 5901)
+    assert plugin.lookup(issued.token) is None  # replayed
+    with scopes_disabled():
+        assert ConnectionTicket.objects.get(pk=issued.ticket.pk).used_at is not None
+
+
+def test_the_simulated_hosts_ticket_has_no_display_to_resolve_to(browser_ticket):
+    issued = browser_ticket(port=None)
+    assert ConsoleTokenPlugin().lookup(issued.token) is None
+
+
+@pytest.mark.parametrize("case", ["expired", "unknown", "native", "ended", "empty", "huge"])
+def test_tokens_that_must_not_open_a_console(case, browser_ticket, session, users):
+    issued = browser_ticket(5901)
+    token = issued.token
+    with scopes_disabled():
+        if case == "expired":
+            ConnectionTicket.objects.filter(pk=issued.ticket.pk).update(
+                expires_at=timezone.now() - timedelta(seconds=1))
+        elif case == "unknown":
+            token = secrets.token_urlsafe(32)
+        elif case == "native":
+            # A native (.vv) ticket row carrying a token hash: the kind alone refuses it.
+            token = secrets.token_urlsafe(32)
+            ConnectionTicket.objects.create(
+                tenant=session.tenant, session=session, desktop=session.desktop,
+                kind=TicketKind.NATIVE, protocol="vnc", host="127.0.0.1", port=5901,
+                token_hash=token_hash(token), password_applied=True, issued_by=users["member"],
+                expires_at=timezone.now() + timedelta(seconds=60))
+        elif case == "ended":
+            session_end(session=session, actor=users["member"])
+        elif case == "empty":
+            token = ""
+        elif case == "huge":
+            token = token * 20
+    assert ConsoleTokenPlugin().lookup(token) is None
+
+
+# --- Origin ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("origin, allowed", [
+    ("http://portal.test:8000", True),
+    ("HTTP://Portal.Test:8000", True),
+    ("http://portal.test:8000/", True),
+    ("http://portal.test:8001", False),
+    ("https://portal.test:8000", False),
+    ("http://portal.test", False),
+    ("http://evil.test:8000", False),
+    ("http://portal.test.evil.test:8000", False),
+    ("null", False),
+    ("", False),
+    (None, False),
+])
+def test_only_the_allowed_origin_may_open_a_console(origin, allowed):
+    check = OriginCheck(PORTAL)
+    headers = {} if origin is None else {"Origin": origin}
+    if allowed:
+        check.authenticate(headers=headers, target_host=None, target_port=None)
+    else:
+        with pytest.raises(InvalidOriginError):
+            check.authenticate(headers=headers, target_host=None, target_port=None)
+
+
+def test_origin_patterns_default_ports_and_wildcards():
+    assert origin_allowed("https://vdi.example.com", ["https://vdi.example.com:443"])
+    assert origin_allowed("https://vdi.example.com:443", ["https://vdi.example.com"])
+    assert not origin_allowed("https://vdi.example.com:8443", ["https://vdi.example.com"])
+    # Development: the dev server's port varies.
+    assert origin_allowed("http://127.0.0.1:8123", ["http://127.0.0.1:*"])
+    assert origin_allowed("http://[::1]:8000", ["http://[::1]:*"])
+    assert not origin_allowed("http://127.0.0.2:8123", ["http://127.0.0.1:*"])
+    assert not origin_allowed("http://127.0.0.1:*", ["http://127.0.0.1:*"])
+
+
+def test_the_default_allowed_origins_are_the_portals_hosts(settings):
+    # The test profile is a development one: its ALLOWED_HOSTS on any port.
+    allowed = settings.VDI["CONSOLE_ALLOWED_ORIGINS"]
+    assert "http://127.0.0.1:*" in allowed and "http://localhost:*" in allowed
+    assert not any("testserver" in origin for origin in allowed)
+
+
+# --- log masking ----------------------------------------------------------------------------
+def test_the_mask_rewrites_tokens_in_messages_arguments_and_tracebacks():
+    token = secrets.token_urlsafe(32)
+    assert mask_tokens(f"GET /?token={token}&x=1 HTTP/1.1") == "GET /?token=***&x=1 HTTP/1.1"
+    assert mask_tokens(f"Path: '/websockify?token={token}'") == "Path: '/websockify?token=***'"
+    assert mask_tokens(f"Token '{token}' not found") == "Token '***' not found"
+    assert mask_tokens(f"/?token%3D{token}") == "/?token%3D***"
+
+    try:
+        raise ValueError(f"bad path /?token={token}")
+    except ValueError:
+        record = logging.LogRecord("websocket", logging.INFO, __file__, 1, "Path: %s",
+                                   (f"/?token={token}",), sys.exc_info())
+    assert TokenMaskFilter().filter(record) is True
+    rendered = logging.Formatter("%(message)s").format(record)
+    assert token not in rendered
+    assert "Path: /?token=***" in rendered and "bad path /?token=***" in rendered
+
+
+def test_a_real_connection_through_the_proxy_logs_no_token(browser_ticket, session, caplog):
+    install_token_mask()
+    caplog.set_level(logging.DEBUG)
+    with fake_vnc() as (vnc_port, served):
+        issued = browser_ticket(vnc_port)
+        server = build_server(listen_host="127.0.0.1", listen_port=free_port(),
+                              origins=[PORTAL], verbose=True)
+        received = through_handler(server, f"/?token={issued.token}", PORTAL)
+        assert status_of(received) == 101, received
+        assert RFB_BANNER in received  # the desktop's display, through the websocket
+        assert len(served) == 1
+
+        # The same token again: refused before anything reaches the display.
+        replay = through_handler(server, f"/?token={issued.token}", PORTAL)
+        assert status_of(replay) == 403, replay
+        assert len(served) == 1
+
+    text = caplog.text
+    assert issued.token not in text
+    assert "token=***" in text  # websockify logged the path: masked
+    assert "console token refused" in text
+
+
+def test_a_wrong_origin_is_refused_before_the_token_is_used(browser_ticket):
+    with fake_vnc() as (vnc_port, served):
+        issued = browser_ticket(vnc_port)
+        server = build_server(listen_host="127.0.0.1", listen_port=free_port(),
+                              origins=[PORTAL])
+        for origin in ("http://evil.test", None):
+            refused = through_handler(server, f"/?token={issued.token}", origin)
+            assert status_of(refused) == 403, refused
+        assert served == []
+        with scopes_disabled():
+            assert ConnectionTicket.objects.get(pk=issued.ticket.pk).used_at is None
+        # The user's own page still gets in with it.
+        assert status_of(through_handler(server, f"/?token={issued.token}", PORTAL)) == 101
+
+
+def test_the_proxy_tells_the_broker_when_a_browser_connects_and_leaves(browser_ticket, session):
+    with fake_vnc() as (vnc_port, _served):
+        issued = browser_ticket(vnc_port)
+        server = build_server(listen_host="127.0.0.1", listen_port=free_port(),
+                              origins=[PORTAL])
+        assert session_state(session).state == SessionState.READY
+        assert status_of(through_handler(server, f"/?token={issued.token}", PORTAL)) == 101
+    # The fake display hung up at once: connected, then disconnected, from the browser's
+    # address.
+    fresh = session_state(session)
+    assert fresh.state == SessionState.DISCONNECTED
+    assert fresh.connected_at is not None and fresh.client_address == "127.0.0.1"
+
+
+# --- the management command -----------------------------------------------------------------
+def test_the_command_refuses_a_bad_listen_address():
+    with pytest.raises(CommandError, match="HOST:PORT"):
+        call_command("console_proxy", "--listen", "nonsense")
+
+
+def test_the_command_refuses_to_run_without_allowed_origins(settings):
+    settings.VDI = {**settings.VDI, "CONSOLE_ALLOWED_ORIGINS": []}
+    with pytest.raises(CommandError, match="VDI_CONSOLE_ALLOWED_ORIGINS"):
+        call_command("console_proxy", "--listen", f"127.0.0.1:{free_port()}")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_proxy_process_serves_each_browser_from_a_forked_child(browser_ticket, session,
+                                                                    tmp_path):
+    """The real command: a child process per connection, each with its own database
+    connection, against the test database (PostgreSQL or SQLite)."""
+    port = free_port()
+    command = [sys.executable, str(ROOT / "manage.py"), "console_proxy", "--listen",
+               f"127.0.0.1:{port}"]
+    env = {"VDI_CONSOLE_ALLOWED_ORIGINS": PORTAL}
+    with fake_vnc() as (vnc_port, served), \
+            running(command, tmp_path / "proxy.log", "console proxy listening", env) as log:
+        first, second = browser_ticket(vnc_port), browser_ticket(vnc_port)
+
+        status, received = ws_handshake(port, f"/?token={first.token}", PORTAL, read_s=3)
+        assert status == 101 and RFB_BANNER in received, (received, log.read_text())
+        assert ws_handshake(port, f"/?token={first.token}", PORTAL)[0] == 403  # replayed
+        assert ws_handshake(port, f"/?token={second.token}", "http://evil.test")[0] == 403
+        status, received = ws_handshake(port, f"/?token={second.token}", PORTAL, read_s=3)
+        assert status == 101 and RFB_BANNER in received, (received, log.read_text())
+        assert len(served) == 2
+
+        wait_for(lambda: session_state(session).state == SessionState.DISCONNECTED, 10,
+                 lambda: f"the proxy's disconnect event (log:\n{log.read_text()})")
+        output = log.read_text()
+    assert first.token not in output and second.token not in output
+    assert "token=***" in output
+    assert "Invalid Origin" in output and "console token refused" in output
+
+
+# --- the portal's console page --------------------------------------------------------------
+@pytest.fixture
+def member_client(client, users):
+    client.force_login(users["member"])
+    return client
+
+
+@pytest.fixture
+def applied(monkeypatch):
+    """The worker reports the password set, as a real host would (the simulated one can't)."""
+    monkeypatch.setattr("brokers.tasks.ticket_apply",
+                        lambda **kwargs: {"applied": True, "error": None})
+
+
+def console_url(session) -> str:
+    return f"/t/acme/sessions/{session.pk}/console/"
+
+
+def console_config(response) -> dict:
+    import json
+    import re
+
+    match = re.search(r'<script id="console-config" type="application/json">(.*?)</script>',
+                      response.content.decode(), re.S)
+    assert match, response.content.decode()
+    return json.loads(match.group(1))
+
+
+def test_the_console_page_hands_novnc_a_one_time_token_and_is_never_cached(
+        member_client, session, applied, run_tasks):
+    with run_tasks():
+        response = member_client.get(console_url(session))
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    config = console_config(response)
+    assert config["url"].startswith("ws://testserver:6080/?token=")
+    token = config["url"].split("token=", 1)[1]
+    assert len(config["password"]) == 8  # VNC
+    page = response.content.decode()
+    assert page.count(token) == 1 and page.count(config["password"]) == 1  # the config only
+    assert "/static/novnc/core/rfb.js" in page and 'id="status"' in page
+    with scopes_disabled():
+        ticket = ConnectionTicket.objects.get(session=session, kind=TicketKind.BROWSER)
+    assert ticket.token_hash == token_hash(token) and ticket.used_at is None
+    with scopes_disabled():  # the simulated host has no display: give the ticket one
+        ConnectionTicket.objects.filter(pk=ticket.pk).update(port=5901)
+    assert ConsoleTokenPlugin().lookup(token) == ("127.0.0.1", 5901)  # the proxy takes it
+
+
+def test_the_console_page_uses_the_configured_proxy_url(member_client, session, applied,
+                                                        run_tasks, settings):
+    settings.VDI = {**settings.VDI, "CONSOLE_PROXY_URL": "wss://console.example.com/ws"}
+    with run_tasks():
+        config = console_config(member_client.get(console_url(session)))
+    assert config["url"].startswith("wss://console.example.com/ws?token=")
+
+
+def test_on_a_simulated_host_the_page_says_so_instead_of_connecting(member_client, session,
+                                                                    run_tasks):
+    with run_tasks():
+        response = member_client.get(console_url(session))
+    page = response.content.decode()
+    assert response.status_code == 200 and 'id="simulated-notice"' in page
+    assert "console-config" not in page and "rfb.js" not in page
+
+
+def test_a_pending_session_goes_back_to_its_page(member_client, api, make_pool, host):
+    pool = make_pool(min_ready=0)
+    body = api("member").post(f"/api/v1/tenants/acme/pools/{pool.id}/connect/").json()
+    assert body["state"] == "pending"  # nothing ran the provisioning
+    response = member_client.get(f"/t/acme/sessions/{body['session']}/console/")
+    assert response.status_code == 302
+    assert response["Location"] == f"/t/acme/sessions/{body['session']}/"
+
+
+def test_an_ended_session_shows_a_message(member_client, session, users):
+    with scopes_disabled():
+        session_end(session=session, actor=users["member"])
+    response = member_client.get(console_url(session))
+    assert response.status_code == 200
+    assert "This session has ended" in response.content.decode()
+    assert "console-config" not in response.content.decode()
+
+
+def test_no_worker_in_time_means_a_message_and_back(member_client, session, monkeypatch):
+    monkeypatch.setattr("brokers.views.ticket_issue", lambda **kwargs: None)
+    response = member_client.get(console_url(session), follow=True)
+    assert response.redirect_chain[-1][0] == f"/t/acme/sessions/{session.pk}/"
+    assert "did not answer in time" in response.content.decode()
+
+
+def test_only_the_sessions_user_opens_its_console(client, users, session):
+    client.force_login(users["admin"])
+    assert client.get(console_url(session)).status_code == 404
+    client.force_login(users["outsider"])
+    assert client.get(console_url(session)).status_code == 404
+
+
+def test_the_session_page_and_the_api_lead_to_the_browser_console(member_client, api, session,
+                                                                 run_tasks):
+    page = member_client.get(f"/t/acme/sessions/{session.pk}/").content.decode()
+    assert f'href="{console_url(session)}"' in page and "Open in browser" in page
+    with run_tasks():
+        body = api("member").post(f"/api/v1/tenants/acme/sessions/{session.pk}/ticket/").json()
+    assert body["console_url"] == f"http://testserver{console_url(session)}"
