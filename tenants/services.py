@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
-from django.db import transaction
+import logging
+import re
+import uuid
+from urllib.parse import urljoin
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.tokens import default_token_generator
+from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
+from django.core.validators import validate_email
+from django.db import IntegrityError, transaction
 from django.db.models import Count, Sum
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
 
-from vdi.errors import Conflict, QuotaExceeded
+from vdi.errors import Conflict, Forbidden, InvalidInput, NotFound, QuotaExceeded
 
-from .choices import Role
+from .choices import ADMIN_ROLES, Role
 from .models import AuditEvent, Membership, Tenant
 from .scoping import scopes_disabled, tenant_scope
+
+logger = logging.getLogger(__name__)
 
 
 def tenant_create(*, slug: str, name: str, owner=None, **quotas) -> Tenant:
@@ -84,3 +101,208 @@ def audit_record(*, tenant: Tenant, actor, action: str, target, details: dict | 
         action=action, object_type=target._meta.label_lower, object_id=str(target.pk),
         details=details or {}, source_ip=source_ip,
     )
+
+
+# --- members: add, invite, change role, remove -------------------------------------------
+# Each write runs in one transaction under ``tenant_lock``, so two admins changing the same
+# organisation's members (e.g. two owners demoting each other) are serialised and the
+# organisation always keeps an owner.
+
+def _actor_role(*, tenant: Tenant, actor) -> str | None:
+    """The actor's rights over the tenant's members: their role, ``owner`` for platform staff
+    who are not members (they may act in any tenant), else None."""
+    with tenant_scope(tenant):
+        role = Membership.objects.filter(user=actor).values_list("role", flat=True).first()
+    if role is None and getattr(actor, "is_staff", False):
+        return Role.OWNER
+    return role
+
+
+def _require_member_admin(*, tenant: Tenant, actor, touches_owner: bool) -> None:
+    role = _actor_role(tenant=tenant, actor=actor)
+    if role not in ADMIN_ROLES:
+        raise Forbidden("Only the organisation's owners and admins may manage its members.")
+    if touches_owner and role != Role.OWNER:
+        raise Forbidden("Only an owner may grant or change the owner role.")
+
+
+def _validate_role(role) -> str:
+    if role not in Role.values:
+        raise InvalidInput("The request is not valid.", details={
+            "role": [f"Choose one of: {', '.join(Role.values)}."]})
+    return Role(role).value
+
+
+def _owner_count(*, tenant: Tenant) -> int:
+    with tenant_scope(tenant):
+        return Membership.objects.filter(role=Role.OWNER).count()
+
+
+def _membership_locked(*, membership: Membership) -> Membership:
+    """Lock the tenant, then reload the membership (it may have gone meanwhile)."""
+    tenant_lock(tenant=membership.tenant)
+    with tenant_scope(membership.tenant):
+        current = (Membership.objects.select_for_update().select_related("user", "tenant")
+                   .filter(pk=membership.pk).first())
+    if current is None:
+        raise NotFound("No such member.")
+    return current
+
+
+def _username_candidates(email: str):
+    """``jane.doe`` for ``Jane.Doe@example.com``, then ``jane.doe-2``, … and at last a random
+    suffix: within the characters and length Django allows in a username."""
+    local = email.rsplit("@", 1)[0].lower()
+    base = re.sub(r"[^\w.+-]", "", local)[:140].strip(".") or "user"
+    yield base
+    for n in range(2, 100):
+        yield f"{base}-{n}"
+    while True:
+        yield f"{base}-{uuid.uuid4().hex[:8]}"
+
+
+def _user_create_invited(*, email: str):
+    """A new account for ``email`` with no usable password (it is chosen through the e-mailed
+    link) and a unique username derived from the address."""
+    User = get_user_model()
+    for username in _username_candidates(email):
+        if User._default_manager.filter(username__iexact=username).exists():
+            continue
+        user = User(username=User.normalize_username(username), email=email)
+        user.set_unusable_password()
+        try:
+            with transaction.atomic():  # a savepoint: a concurrent taker of the name → next
+                user.save()
+        except IntegrityError:
+            continue
+        return user
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _invitation_send(*, user, tenant: Tenant, actor, site_url: str) -> None:
+    """E-mail ``user`` a one-time link to choose a password (Django's password-reset token:
+    it stops working once the password is set, or after ``PASSWORD_RESET_TIMEOUT``).
+
+    Sent once the transaction commits: a rolled-back invitation e-mails nobody. The link is
+    never logged nor audited."""
+    if not site_url:
+        raise ValueError("site_url is needed to e-mail an invitation link")
+    path = reverse("password_reset_confirm", kwargs={
+        "uidb64": urlsafe_base64_encode(force_bytes(user.pk)),
+        "token": default_token_generator.make_token(user),
+    })
+    context = {
+        "user": user, "tenant": tenant, "inviter": actor,
+        "link": urljoin(site_url, path), "login_url": urljoin(site_url, reverse("login")),
+        "valid_days": max(1, settings.PASSWORD_RESET_TIMEOUT // 86400),
+    }
+    subject = " ".join(render_to_string("registration/member_invite_subject.txt",
+                                        context).split())
+    body = render_to_string("registration/member_invite_email.txt", context)
+
+    def invitation_email_send():
+        send_mail(subject, body, None, [user.email])
+
+    # robust: a mail server failure after the commit is logged by Django; the membership
+    # stands, and inviting the address again once it is removed sends a fresh link.
+    transaction.on_commit(invitation_email_send, robust=True)
+    logger.info("invitation for %s to tenant %s queued for e-mail", user.username, tenant.slug)
+
+
+def membership_invite(*, tenant: Tenant, actor, role: str, username: str | None = None,
+                      email: str | None = None, site_url: str | None = None,
+                      source_ip: str | None = None) -> Membership:
+    """Add a person to the organisation with ``role``: an existing, active user by
+    ``username``, or anyone by ``email``.
+
+    By e-mail: an active user with that address is added; otherwise an account is created
+    (username derived from the address, no usable password) and a one-time set-password link
+    under ``site_url`` (the portal's address as the request reached it) is e-mailed; a user
+    who never set a password gets a fresh link. Only owners and admins may add people, only
+    owners may make someone an owner; adding a member again is a 409 ``already_member``.
+    """
+    role = _validate_role(role)
+    if (username is None) == (email is None):
+        raise InvalidInput("The request is not valid.", details={
+            "non_field_errors": ["Give either a username or an e-mail address."]})
+    User = get_user_model()
+    if email is not None:
+        email = User._default_manager.normalize_email(email.strip())
+        try:
+            validate_email(email)
+        except ValidationError as error:
+            raise InvalidInput("The request is not valid.",
+                               details={"email": error.messages}) from None
+    with transaction.atomic(), tenant_scope(tenant):
+        tenant_lock(tenant=tenant)
+        _require_member_admin(tenant=tenant, actor=actor, touches_owner=role == Role.OWNER)
+        created = link_sent = False
+        if username is not None:
+            user = User._default_manager.filter(username=username, is_active=True).first()
+            if user is None:
+                raise InvalidInput("The request is not valid.",
+                                   details={"username": ["No such user."]})
+        else:
+            matches = list(User._default_manager.filter(email__iexact=email, is_active=True)[:2])
+            if len(matches) > 1:
+                raise InvalidInput("The request is not valid.", details={"email": [
+                    "Several accounts use this address: add the person by username."]})
+            user = matches[0] if matches else None
+            if user is None:
+                user = _user_create_invited(email=email)
+                created = True
+        if Membership.objects.filter(user=user).exists():
+            raise Conflict(f"{user.username} is already a member of this organisation.",
+                           code="already_member")
+        membership = membership_add(tenant=tenant, user=user, role=role)
+        if email is not None and not user.has_usable_password():
+            _invitation_send(user=user, tenant=tenant, actor=actor, site_url=site_url)
+            link_sent = True
+        details = {"username": user.username, "role": role}
+        if email is not None:
+            details.update(email=email, account_created=created, link_sent=link_sent)
+        audit_record(tenant=tenant, actor=actor, target=membership, source_ip=source_ip,
+                     action="member.invite" if email is not None else "member.add",
+                     details=details)
+    return membership
+
+
+def membership_update_role(*, membership: Membership, actor, role: str,
+                           source_ip: str | None = None) -> Membership:
+    """Change a member's role. Only owners grant or take away the owner role; the last owner
+    can't be demoted (409 ``last_owner``). Setting the role it has already changes nothing."""
+    role = _validate_role(role)
+    tenant = membership.tenant
+    with transaction.atomic(), tenant_scope(tenant):
+        membership = _membership_locked(membership=membership)
+        previous = membership.role
+        _require_member_admin(tenant=tenant, actor=actor,
+                              touches_owner=Role.OWNER in (previous, role))
+        if role == previous:
+            return membership
+        if previous == Role.OWNER and _owner_count(tenant=tenant) <= 1:
+            raise Conflict("The organisation's last owner can't be demoted: make someone "
+                           "else an owner first.", code="last_owner")
+        membership.role = role
+        membership.save(update_fields=["role"])
+        audit_record(tenant=tenant, actor=actor, action="member.role", target=membership,
+                     source_ip=source_ip, details={"username": membership.user.username,
+                                                   "from": previous, "to": role})
+    return membership
+
+
+def membership_remove(*, membership: Membership, actor, source_ip: str | None = None) -> None:
+    """Take a person out of the organisation (their account stays). Only owners remove
+    owners; the last owner can't be removed (409 ``last_owner``)."""
+    tenant = membership.tenant
+    with transaction.atomic(), tenant_scope(tenant):
+        membership = _membership_locked(membership=membership)
+        _require_member_admin(tenant=tenant, actor=actor,
+                              touches_owner=membership.role == Role.OWNER)
+        if membership.role == Role.OWNER and _owner_count(tenant=tenant) <= 1:
+            raise Conflict("The organisation's last owner can't be removed: make someone "
+                           "else an owner first.", code="last_owner")
+        audit_record(tenant=tenant, actor=actor, action="member.remove", target=membership,
+                     source_ip=source_ip, details={"username": membership.user.username,
+                                                   "role": membership.role})
+        membership.delete()

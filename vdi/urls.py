@@ -11,6 +11,11 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # The one-time set-password link e-mailed to invited members (tenants.services).
+    path("accounts/reset/<uidb64>/<token>/", auth_views.PasswordResetConfirmView.as_view(),
+         name="password_reset_confirm"),
+    path("accounts/reset/done/", auth_views.PasswordResetCompleteView.as_view(),
+         name="password_reset_complete"),
     path("t/<slug:tenant_slug>/", views.dashboard, name="portal-dashboard"),
     path("t/<slug:tenant_slug>/pools/", views.pool_list, name="portal-pools"),
     path("t/<slug:tenant_slug>/pools/new/", views.pool_new, name="portal-pool-new"),

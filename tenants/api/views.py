@@ -1,18 +1,29 @@
 from django.contrib.auth import authenticate
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from knox.models import AuthToken
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from tenants.models import Tenant
+from tenants.models import Membership, Tenant
 from tenants.resolution import resolve_tenant
-from tenants.selectors import tenant_list_for_user
-from tenants.services import tenant_create
+from tenants.selectors import membership_list, tenant_list_for_user
+from tenants.services import (
+    membership_invite,
+    membership_remove,
+    membership_update_role,
+    tenant_create,
+)
 from vdi.api.idempotency import IdempotentMixin
 from vdi.errors import Forbidden, InvalidInput
 
-from .serializers import TenantSerializer
+from .base import ScopedQuerysetMixin, TenantScopedMixin
+from .serializers import (
+    MembershipCreateSerializer,
+    MembershipRoleSerializer,
+    MembershipSerializer,
+    TenantSerializer,
+)
 
 
 class TenantViewSet(IdempotentMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
@@ -36,6 +47,58 @@ class TenantViewSet(IdempotentMixin, mixins.ListModelMixin, mixins.RetrieveModel
         if not self.request.user.is_staff:
             raise Forbidden("Only platform staff may create organisations.")
         serializer.instance = tenant_create(**serializer.validated_data)
+
+
+LAST_OWNER = OpenApiResponse(description="``last_owner``: the organisation's last owner can't be "
+                                        "demoted or removed.")
+
+
+class MembershipViewSet(IdempotentMixin, TenantScopedMixin, ScopedQuerysetMixin,
+                        mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                        viewsets.GenericViewSet):
+    """The organisation's members. Every member may list them; owners and admins add an
+    existing user (``{username, role}``), invite by e-mail (``{email, role}``), change roles
+    and remove people (the account stays). Only owners grant or change the owner role, and
+    the last owner stays."""
+
+    model = Membership
+    serializer_class = MembershipSerializer
+    filterset_fields = ["role"]
+    ordering_fields = ["created_at", "role"]
+
+    def scoped_queryset(self):
+        return membership_list(tenant=self.tenant)
+
+    def _source_ip(self) -> str | None:
+        return self.request.META.get("REMOTE_ADDR")
+
+    @extend_schema(request=MembershipCreateSerializer, responses={
+        201: MembershipSerializer,
+        409: OpenApiResponse(description="``already_member``: the person is already a member."),
+    })
+    def create(self, request, tenant_slug):
+        body = MembershipCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        membership = membership_invite(
+            tenant=self.tenant, actor=request.user, site_url=request.build_absolute_uri("/"),
+            source_ip=self._source_ip(), **body.validated_data,
+        )
+        return Response(MembershipSerializer(membership).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=MembershipRoleSerializer,
+                   responses={200: MembershipSerializer, 409: LAST_OWNER})
+    def partial_update(self, request, tenant_slug, pk):
+        body = MembershipRoleSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        membership = membership_update_role(membership=self.get_object(), actor=request.user,
+                                            source_ip=self._source_ip(), **body.validated_data)
+        return Response(MembershipSerializer(membership).data)
+
+    @extend_schema(responses={204: None, 409: LAST_OWNER})
+    def destroy(self, request, tenant_slug, pk):
+        membership_remove(membership=self.get_object(), actor=request.user,
+                          source_ip=self._source_ip())
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class TokenCredentials(serializers.Serializer):

@@ -4,7 +4,7 @@ from rest_framework.routers import SimpleRouter
 
 from brokers.api.views import SessionViewSet
 from hypervisors.api.views import HostViewSet
-from tenants.api.views import TenantViewSet, TokenView
+from tenants.api.views import MembershipViewSet, TenantViewSet, TokenView
 
 from .views import DesktopViewSet, ImageViewSet, OperationViewSet, PoolViewSet
 
@@ -17,6 +17,7 @@ platform.register("tenants", TenantViewSet, basename="tenant")
 
 tenant = SimpleRouter()
 for prefix, viewset, basename in (
+    ("members", MembershipViewSet, "member"),
     ("pools", PoolViewSet, "pool"),
     ("desktops", DesktopViewSet, "desktop"),
     ("sessions", SessionViewSet, "session"),
