@@ -373,12 +373,18 @@ def sessions_expire() -> int:
 
 
 # --- end ------------------------------------------------------------------------------------
-def session_end(*, session: Session, actor, reason: str = EndReason.USER) -> Session:
-    """End the session and apply the pool's on_logoff to a floating desktop."""
+def session_end(*, session: Session, actor, reason: str | None = None) -> Session:
+    """End the session and apply the pool's on_logoff to a floating desktop.
+
+    Without a ``reason``: ``user`` when its own user ends it, ``admin`` when someone else
+    (a tenant admin) does."""
     with transaction.atomic():
         session = Session.objects.select_for_update().get(pk=session.pk)
         if session.state == SessionState.ENDED:
             return session
+        if reason is None:
+            reason = EndReason.USER if actor is None or actor.pk == session.user_id \
+                else EndReason.ADMIN
         SESSION_MACHINE.apply(session, SessionState.ENDED, end_reason=reason,
                               ended_at=timezone.now())
         desktop = session.desktop

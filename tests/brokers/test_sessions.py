@@ -185,3 +185,15 @@ def test_pool_limits_are_validated(api, image):
     assert_error(response, 400)
     with scopes_disabled():
         assert not Pool.objects.filter(name="Bad").exists()
+
+
+def test_an_admin_ending_someone_elses_session_is_recorded_as_admin(api, ready_pool, run_tasks):
+    body = connect(api("member"), ready_pool, run_tasks).json()
+    with run_tasks():
+        response = api("admin").post(f"/api/v1/tenants/acme/sessions/{body['session']}/end/")
+    assert response.status_code == 200
+    assert response.json()["end_reason"] == EndReason.ADMIN
+    own = connect(api("admin"), ready_pool, run_tasks).json()
+    with run_tasks():
+        mine = api("admin").post(f"/api/v1/tenants/acme/sessions/{own['session']}/end/")
+    assert mine.json()["end_reason"] == EndReason.USER
