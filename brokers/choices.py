@@ -27,6 +27,7 @@ LIVE_SESSION_STATES = frozenset(
 _S = SessionState
 SESSION_MACHINE = StateMachine(
     label="session",
+    journal="tenants.usage.usage_record",
     transitions={
         _S.PENDING: frozenset({_S.READY, _S.ENDED}),
         _S.READY: frozenset({_S.CONNECTED, _S.ENDED}),

@@ -149,10 +149,12 @@ def _session_open(*, tenant, pool: Pool, user) -> Session:
         desktop = desktop_create(pool=pool, actor=user, start=True, assigned_user=user)
 
     if desktop.state == DesktopState.RUNNING:
-        return Session.objects.create(
+        session = Session.objects.create(
             tenant=tenant, pool=pool, user=user, desktop=desktop,
             state=SessionState.READY, ready_at=timezone.now(),
         )
+        SESSION_MACHINE.created(session)
+        return session
     operation = (
         Operation.objects.filter(desktop=desktop, state__in=UNFINISHED_OPERATION_STATES).first()
     )
@@ -336,6 +338,7 @@ def session_takeover(*, desktop: Desktop, actor, source_ip: str | None = None) -
             tenant=desktop.tenant, pool=desktop.pool, user=actor, desktop=desktop,
             state=SessionState.READY, ready_at=now,
         )
+        SESSION_MACHINE.created(session)
         audit_record(tenant=desktop.tenant, actor=actor, action="desktop.takeover",
                      target=desktop, source_ip=source_ip, details={
                          "session": str(session.id),

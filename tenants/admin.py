@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import AuditEvent, Membership, Tenant
+from .models import AuditEvent, Membership, MonthlyUsage, Tenant, UsageEvent
 
 
 class MembershipInline(admin.TabularInline):
@@ -33,6 +33,39 @@ class AuditEventAdmin(admin.ModelAdmin):
     list_filter = ["action", "tenant"]
     search_fields = ["action", "object_id", "actor__username"]
     readonly_fields = [f for f in list_display] + ["details"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(MonthlyUsage)
+class MonthlyUsageAdmin(admin.ModelAdmin):
+    """Every tenant's usage by month, as the beat last computed it (operator-wide view)."""
+
+    list_display = ["month", "tenant", "desktop_hours", "session_hours", "vcpu_hours",
+                    "memory_gb_hours", "peak_sessions", "computed_at"]
+    list_filter = ["month", "tenant"]
+    readonly_fields = list_display
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(UsageEvent)
+class UsageEventAdmin(admin.ModelAdmin):
+    list_display = ["at", "tenant", "subject", "subject_id", "state", "active", "vcpus",
+                    "memory_mb"]
+    list_filter = ["subject", "active", "tenant"]
+    search_fields = ["subject_id"]
 
     def has_add_permission(self, request):
         return False

@@ -80,7 +80,7 @@ class Membership(TenantOwnedModel):
 class AuditEvent(TenantOwnedModel):
     """Who did what to which object of a tenant, when and from where. Append-only."""
 
-    id = models.BigAutoField(primary_key=True)
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
         related_name="+", help_text="Empty when the platform acted on its own.",
@@ -98,3 +98,46 @@ class AuditEvent(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.action} {self.object_type} {self.object_id}"
+
+
+class UsageSubject(models.TextChoices):
+    DESKTOP = "desktop", "Desktop"
+    SESSION = "session", "Session"
+
+
+class UsageEvent(TenantOwnedModel):
+    """The usage journal: a desktop or session entered a state, and whether it now counts
+    (a running desktop, a live session). Kept after the desktop or session is gone, so a
+    month's figures never change when pools are deleted."""
+
+    id = models.BigAutoField(primary_key=True)
+    subject = models.CharField(max_length=8, choices=UsageSubject.choices)
+    subject_id = models.UUIDField()
+    pool_id = models.UUIDField(null=True, blank=True)
+    state = models.CharField(max_length=16)
+    active = models.BooleanField(help_text="Counts from now on: running, or a live session.")
+    vcpus = models.PositiveIntegerField(default=0)
+    memory_mb = models.PositiveIntegerField(default=0)
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["tenant", "at"])]
+
+
+class MonthlyUsage(TenantOwnedModel):
+    """A tenant's usage in one calendar month (UTC), as the beat last computed it."""
+
+    id = models.BigAutoField(primary_key=True)
+    month = models.DateField(help_text="The first day of the month.")
+    desktop_hours = models.FloatField(default=0)
+    session_hours = models.FloatField(default=0)
+    vcpu_hours = models.FloatField(default=0)
+    memory_gb_hours = models.FloatField(default=0)
+    peak_sessions = models.PositiveIntegerField(default=0)
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-month"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "month"],
+                                               name="monthly_usage_tenant_month_uniq")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
+import libvirt
 import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
@@ -23,10 +24,23 @@ PASSWORD = "correct horse battery staple"
 
 @pytest.fixture(autouse=True)
 def fresh_simulated_hypervisor():
-    """libvirt's test driver keeps its domains and volumes while a connection to it is open
-    in this process; closing the driver's cached one after each test starts the next afresh
-    (its 100 GiB storage pool would otherwise fill up with earlier tests' disks)."""
+    """libvirt's test driver keeps its domains and volumes while any connection to it is
+    open in this process: after each test, remove what tests made (its 100 GiB storage pool
+    would otherwise fill up with earlier tests' disks) and close the driver's cached
+    connection."""
     yield
+    conn = libvirt.open("test:///default")
+    try:
+        for dom in conn.listAllDomains(0):
+            if dom.name() != "test":  # the driver's own domain
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefine()
+        storage = conn.storagePoolLookupByName("default-pool")
+        for volume in storage.listAllVolumes(0):
+            volume.delete(0)
+    finally:
+        conn.close()
     drop_connection("test:///default")
 
 

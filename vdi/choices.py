@@ -40,6 +40,7 @@ class DesktopState(models.TextChoices):
 _D = DesktopState
 DESKTOP_MACHINE = StateMachine(
     label="desktop",
+    journal="tenants.usage.usage_record",
     transitions={
         _D.PENDING: frozenset({_D.PROVISIONING, _D.DELETING, _D.ERROR}),
         _D.PROVISIONING: frozenset({_D.STOPPED, _D.ERROR, _D.UNKNOWN}),

@@ -234,6 +234,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 30.0,
         "options": {"expires": 25},
     },
+    "usage-aggregate": {
+        "task": "tenants.usage_aggregate",
+        "schedule": 600.0,
+        "options": {"expires": 550},
+    },
     "idempotency-keys-expire": {
         "task": "vdi.idempotency_keys_expire",
         "schedule": 3600.0,

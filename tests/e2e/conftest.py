@@ -9,7 +9,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import libvirt
 import pytest
+
+from hypervisors.choices import HostState
+from hypervisors.models import Host
+from tenants.scoping import scopes_disabled
+from tests.e2e.lab import tail
+from tests.processes import celery_worker, wait_for
+from vdi.choices import ImageBoot
+from vdi.models import Desktop, Image
+from vdi.services import image_save
 
 DEFAULT_LAB_DIR = "/var/cache/vdi-lab"
 REQUIRED_KEYS = (
@@ -62,3 +72,83 @@ def lab():
     yield values
     if holder is not None:
         holder.unlink(missing_ok=True)
+
+
+# --- the product on the lab: a real worker, the lab registered as a host, a kernel image ----
+WORKER_ENV = {"VDI_SHUTDOWN_GRACE_S": "5"}
+
+
+@pytest.fixture
+def libvirt_conn(lab):
+    """A connection of the test's own to the lab's libvirtd, to look behind the product."""
+    conn = libvirt.open(lab["VDI_LAB_URI"])
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def remove_guests(transactional_db, lab, libvirt_conn):
+    """Guests outlive the test's database: destroy and remove the ones the test made.
+
+    Ask for it before ``worker`` so it runs after the worker has stopped."""
+    yield
+    with scopes_disabled():
+        desktops = list(Desktop.objects.values_list("name", "volume_name"))
+    storage = libvirt_conn.storagePoolLookupByName(lab["VDI_LAB_POOL"])
+    for name, volume in desktops:
+        try:
+            dom = libvirt_conn.lookupByName(name)
+            if dom.isActive():
+                dom.destroy()
+            dom.undefine()
+        except libvirt.libvirtError:
+            pass  # already gone
+        try:
+            storage.storageVolLookupByName(volume).delete(0)
+        except libvirt.libvirtError:
+            pass
+
+
+@pytest.fixture
+def worker(remove_guests, tmp_path, lab):
+    with celery_worker(tmp_path, WORKER_ENV) as log:
+        yield log
+
+
+@pytest.fixture
+def lab_host(api, lab, worker) -> Host:
+    """The lab's libvirtd, registered as staff would: through the API, probed by the worker."""
+    response = api("staff").post("/api/v1/hosts/", {
+        "name": "lab-1", "uri": lab["VDI_LAB_URI"], "virt_type": "qemu",
+        "console_address": lab["VDI_LAB_CONSOLE_ADDRESS"], "storage_pool": lab["VDI_LAB_POOL"],
+        "max_concurrent_boots": 2,
+    }, format="json")
+    assert response.status_code == 201, response.content
+    host = Host.objects.get(pk=response.json()["id"])
+
+    def up():
+        host.refresh_from_db()
+        assert host.state in (HostState.NEW, HostState.UP), host.last_error
+        return host.state == HostState.UP
+
+    wait_for(up, 90, lambda: f"the lab host to come up (worker log:\n{tail(worker)})")
+    assert "qemu" in host.virt_types
+    assert lab["VDI_LAB_BASE_VOLUME"] in host.volumes
+    return host
+
+
+@pytest.fixture
+def lab_image(lab) -> Image:
+    return image_save(image=Image(
+        name="lab-guest", version=1, base_volume=lab["VDI_LAB_BASE_VOLUME"], disk_gb=1,
+        default_memory_mb=160, boot=ImageBoot.KERNEL, kernel=lab["VDI_LAB_KERNEL"],
+        initrd=lab["VDI_LAB_INITRD"], cmdline=lab["VDI_LAB_CMDLINE"],
+    ))
+
+
+@pytest.fixture
+def lab_pool(make_pool, lab_host, lab_image):
+    def make(**fields):
+        return make_pool(image=lab_image, memory_mb=160, protocol="spice", **fields)
+
+    return make

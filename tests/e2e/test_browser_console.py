@@ -28,17 +28,7 @@ from brokers.services import ticket_issue
 from tenants.scoping import scopes_disabled
 from tests.brokers.test_console_proxy import free_port, ws_handshake
 from tests.conftest import PASSWORD
-from tests.e2e.test_desktops import (  # noqa: F401 - fixtures, used by name
-    desktop_in,
-    lab_host,
-    lab_image,
-    lab_pool,
-    libvirt_conn,
-    remove_guests,
-    serial_log,
-    tail,
-    worker,
-)
+from tests.e2e.lab import desktop_in, serial_log, tail
 from tests.processes import ROOT, running, wait_for
 from vdi.choices import DesktopState
 

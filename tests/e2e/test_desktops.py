@@ -12,128 +12,20 @@ import signal
 import time
 from pathlib import Path
 
-import libvirt
 import pytest
 
 from brokers.choices import SessionState, TicketKind
 from brokers.models import Session
 from brokers.services import ticket_issue
-from hypervisors.choices import HostState
-from hypervisors.models import Host
 from tenants.scoping import scopes_disabled
 from tests.e2e.clients import ConsoleAuthFailed, spice_login, vnc_capture
-from tests.processes import celery_worker, host_watcher, wait_for
-from vdi.choices import DesktopState, ImageBoot, OperationKind
-from vdi.models import Desktop, Image, Operation
-from vdi.services import desktop_power, image_save
+from tests.e2e.lab import desktop_in, serial_log, tail, wait_desktop
+from tests.processes import host_watcher, wait_for
+from vdi.choices import DesktopState, OperationKind
+from vdi.models import Desktop
+from vdi.services import desktop_power
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-WORKER_ENV = {"VDI_SHUTDOWN_GRACE_S": "5"}
-
-
-@pytest.fixture
-def worker(tmp_path, lab):
-    with celery_worker(tmp_path, WORKER_ENV) as log:
-        yield log
-
-
-@pytest.fixture
-def libvirt_conn(lab):
-    conn = libvirt.open(lab["VDI_LAB_URI"])
-    yield conn
-    conn.close()
-
-
-@pytest.fixture
-def lab_host(api, lab, worker) -> Host:
-    """The lab's libvirtd, registered as staff would: through the API, probed by the worker."""
-    response = api("staff").post("/api/v1/hosts/", {
-        "name": "lab-1", "uri": lab["VDI_LAB_URI"], "virt_type": "qemu",
-        "console_address": lab["VDI_LAB_CONSOLE_ADDRESS"], "storage_pool": lab["VDI_LAB_POOL"],
-        "max_concurrent_boots": 2,
-    }, format="json")
-    assert response.status_code == 201, response.content
-    host = Host.objects.get(pk=response.json()["id"])
-
-    def up():
-        host.refresh_from_db()
-        assert host.state in (HostState.NEW, HostState.UP), host.last_error
-        return host.state == HostState.UP
-
-    wait_for(up, 90, lambda: f"the lab host to come up (worker log:\n{tail(worker)})")
-    assert "qemu" in host.virt_types
-    assert lab["VDI_LAB_BASE_VOLUME"] in host.volumes
-    return host
-
-
-@pytest.fixture(autouse=True)
-def remove_guests(request, transactional_db, lab, libvirt_conn):
-    """Guests outlive the test's database: destroy and remove the ones this test made."""
-    yield
-    if "lab_host" not in request.fixturenames:
-        return
-    with scopes_disabled():
-        desktops = list(Desktop.objects.values_list("name", "volume_name"))
-    storage = libvirt_conn.storagePoolLookupByName(lab["VDI_LAB_POOL"])
-    for name, volume in desktops:
-        try:
-            dom = libvirt_conn.lookupByName(name)
-            if dom.isActive():
-                dom.destroy()
-            dom.undefine()
-        except libvirt.libvirtError:
-            pass  # already gone
-        try:
-            storage.storageVolLookupByName(volume).delete(0)
-        except libvirt.libvirtError:
-            pass
-
-
-@pytest.fixture
-def lab_image(lab) -> Image:
-    return image_save(image=Image(
-        name="lab-guest", version=1, base_volume=lab["VDI_LAB_BASE_VOLUME"], disk_gb=1,
-        default_memory_mb=160, boot=ImageBoot.KERNEL, kernel=lab["VDI_LAB_KERNEL"],
-        initrd=lab["VDI_LAB_INITRD"], cmdline=lab["VDI_LAB_CMDLINE"],
-    ))
-
-
-@pytest.fixture
-def lab_pool(make_pool, lab_host, lab_image):
-    def make(**fields):
-        return make_pool(image=lab_image, memory_mb=160, protocol="spice", **fields)
-
-    return make
-
-
-def tail(log: Path, chars: int = 3000) -> str:
-    return log.read_text()[-chars:]
-
-
-def desktop_in(pool, state: str, worker: Path) -> Desktop:
-    def reached():
-        with scopes_disabled():
-            failed = Operation.objects.filter(pool=pool, state="failed").first()
-            assert failed is None, f"{failed.kind} failed: {failed.error}"
-            return Desktop.objects.filter(pool=pool, state=state).first()
-
-    return wait_for(reached, 120, lambda: f"a {state} desktop (worker log:\n{tail(worker)})")
-
-
-def wait_desktop(desktop: Desktop, state: str, worker: Path, timeout_s: float = 90) -> Desktop:
-    def reached():
-        with scopes_disabled():
-            fresh = Desktop.objects.filter(pk=desktop.pk).first()
-        return fresh if fresh is not None and fresh.state == state else None
-
-    return wait_for(reached, timeout_s, lambda: f"{desktop.name} {state} "
-                    f"(worker log:\n{tail(worker)})")
-
-
-def serial_log(desktop: Desktop) -> str:
-    path = Path(f"/var/log/libvirt/qemu/{desktop.name}-serial.log")
-    return path.read_text(errors="replace") if path.exists() else ""
 
 
 def vnc_refused(host: str, port: int, password: str) -> bool:

@@ -13,16 +13,7 @@ import pytest
 from brokers.choices import SessionState
 from brokers.models import Session
 from tenants.scoping import scopes_disabled
-from tests.e2e.test_desktops import (  # noqa: F401 - fixtures
-    desktop_in,
-    lab_host,
-    lab_image,
-    lab_pool,
-    libvirt_conn,
-    remove_guests,
-    tail,
-    worker,
-)
+from tests.e2e.lab import desktop_in, tail
 from tests.processes import host_watcher, wait_for
 from vdi.choices import DesktopState
 

@@ -8,18 +8,13 @@ the far side, ``virt-ssh-helper``) and provisions a desktop on it that QEMU real
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import libvirt
 import pytest
 
 from hypervisors.choices import HostState
 from hypervisors.models import Host
-from tenants.scoping import scopes_disabled
-from tests.processes import celery_worker, wait_for
-from vdi.choices import DesktopState, ImageBoot
-from vdi.models import Desktop, Image, Operation
-from vdi.services import image_save
+from tests.e2e.lab import desktop_in, tail
+from tests.processes import wait_for
+from vdi.choices import DesktopState
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -35,47 +30,8 @@ def lab_ssh_uri(lab) -> str:
     return uri
 
 
-@pytest.fixture
-def worker(tmp_path, lab):
-    with celery_worker(tmp_path) as log:
-        yield log
-
-
-@pytest.fixture
-def libvirt_conn(lab):
-    """A direct connection on the local socket: the daemon's own view, not the SSH path's."""
-    conn = libvirt.open(lab["VDI_LAB_URI"])
-    yield conn
-    conn.close()
-
-
-@pytest.fixture(autouse=True)
-def remove_guests(transactional_db, lab, libvirt_conn):
-    """Guests outlive the test's database: destroy and remove the ones this test made."""
-    yield
-    with scopes_disabled():
-        desktops = list(Desktop.objects.values_list("name", "volume_name"))
-    storage = libvirt_conn.storagePoolLookupByName(lab["VDI_LAB_POOL"])
-    for name, volume in desktops:
-        try:
-            dom = libvirt_conn.lookupByName(name)
-            if dom.isActive():
-                dom.destroy()
-            dom.undefine()
-        except libvirt.libvirtError:
-            pass  # already gone
-        try:
-            storage.storageVolLookupByName(volume).delete(0)
-        except libvirt.libvirtError:
-            pass
-
-
-def tail(log: Path, chars: int = 3000) -> str:
-    return log.read_text()[-chars:]
-
-
 def test_a_host_registered_with_a_qemu_ssh_uri_comes_up_and_runs_a_desktop(
-    api, lab, make_pool, worker, libvirt_conn
+    api, lab, make_pool, worker, libvirt_conn, lab_image
 ):
     ssh_uri = lab_ssh_uri(lab)
     response = api("staff").post("/api/v1/hosts/", {
@@ -96,20 +52,8 @@ def test_a_host_registered_with_a_qemu_ssh_uri_comes_up_and_runs_a_desktop(
     assert "qemu" in host.virt_types
     assert lab["VDI_LAB_BASE_VOLUME"] in host.volumes
 
-    image = image_save(image=Image(
-        name="lab-guest", version=1, base_volume=lab["VDI_LAB_BASE_VOLUME"], disk_gb=1,
-        default_memory_mb=160, boot=ImageBoot.KERNEL, kernel=lab["VDI_LAB_KERNEL"],
-        initrd=lab["VDI_LAB_INITRD"], cmdline=lab["VDI_LAB_CMDLINE"],
-    ))
-    pool = make_pool(image=image, memory_mb=160, protocol="spice", min_ready=1)
+    pool = make_pool(image=lab_image, memory_mb=160, protocol="spice", min_ready=1)
 
-    def running():
-        with scopes_disabled():
-            failed = Operation.objects.filter(pool=pool, state="failed").first()
-            assert failed is None, f"{failed.kind} failed: {failed.error}"
-            return Desktop.objects.filter(pool=pool, state=DesktopState.RUNNING).first()
-
-    desktop = wait_for(running, 120, lambda: f"a running desktop on the SSH host "
-                       f"(worker log:\n{tail(worker)})")
+    desktop = desktop_in(pool, DesktopState.RUNNING, worker)
     assert desktop.host_id == host.id
     assert libvirt_conn.lookupByName(desktop.name).isActive()

@@ -41,7 +41,7 @@ def audit(tenant, action=None) -> list[AuditEvent]:
         events = AuditEvent.objects.filter(tenant=tenant).select_related("actor")
         if action:
             events = events.filter(action=action)
-        return list(events.order_by("id"))
+        return list(events.order_by("created_at"))
 
 
 def user_count() -> int:

@@ -4,6 +4,7 @@ from rest_framework.routers import SimpleRouter
 
 from brokers.api.views import SessionViewSet
 from hypervisors.api.views import HostViewSet
+from tenants.api.reports import AuditEventViewSet, UsageViewSet
 from tenants.api.views import MembershipViewSet, TenantViewSet, TokenView
 
 from .views import DesktopViewSet, ImageViewSet, OperationViewSet, PoolViewSet
@@ -22,6 +23,8 @@ for prefix, viewset, basename in (
     ("desktops", DesktopViewSet, "desktop"),
     ("sessions", SessionViewSet, "session"),
     ("operations", OperationViewSet, "operation"),
+    ("usage", UsageViewSet, "usage"),
+    ("audit", AuditEventViewSet, "audit"),
 ):
     viewset.lookup_value_regex = UUID
     tenant.register(prefix, viewset, basename=basename)

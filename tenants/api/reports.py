@@ -1,0 +1,99 @@
+"""Tenant reports for owners and admins: usage by month and the audit trail (JSON or CSV)."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+from django.utils import timezone
+from django_filters import rest_framework as filters
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, serializers, viewsets
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+
+from tenants.models import AuditEvent
+from tenants.usage import usage_for_month
+from vdi.api.renderers import CSVRenderer
+from vdi.errors import InvalidInput
+
+from .base import ScopedQuerysetMixin, TenantScopedMixin
+
+MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+
+
+class UsageSerializer(serializers.Serializer):
+    month = serializers.CharField(help_text="YYYY-MM (UTC).")
+    desktop_hours = serializers.FloatField()
+    session_hours = serializers.FloatField()
+    vcpu_hours = serializers.FloatField()
+    memory_gb_hours = serializers.FloatField()
+    peak_sessions = serializers.IntegerField()
+    complete = serializers.BooleanField(help_text="False while the month is still running.")
+    computed_at = serializers.DateTimeField()
+
+
+class UsageViewSet(TenantScopedMixin, viewsets.ViewSet):
+    """The tenant's usage in one month: desktop and session hours, vCPU-hours, memory
+    GB-hours and peak concurrent sessions, exact from the state-change journal."""
+
+    admin_actions = frozenset({"list"})
+    renderer_classes = [JSONRenderer, CSVRenderer]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("month", OpenApiTypes.STR, description="YYYY-MM; "
+                                     "the current month when absent.")],
+        responses={200: UsageSerializer},
+    )
+    def list(self, request, tenant_slug):
+        raw = request.query_params.get("month")
+        if raw is None:
+            today = timezone.now().date()
+            month = date(today.year, today.month, 1)
+        else:
+            match = MONTH.match(raw)
+            if match is None:
+                raise InvalidInput("month must be YYYY-MM.", details={"month": [raw[:20]]})
+            month = date(int(match[1]), int(match[2]), 1)
+        return Response(UsageSerializer(usage_for_month(tenant=self.tenant, month=month)).data)
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    actor = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+
+    class Meta:
+        model = AuditEvent
+        fields = ["id", "created_at", "actor", "action", "object_type", "object_id",
+                  "details", "source_ip"]
+        read_only_fields = fields
+
+
+class AuditEventFilter(filters.FilterSet):
+    # Every filter declared: generated ones would query the scoped manager at import time.
+    created_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    action = filters.CharFilter(help_text="e.g. desktop.takeover, member.add")
+    object_type = filters.CharFilter(help_text="e.g. vdi.desktop")
+    object_id = filters.CharFilter()
+    actor = filters.CharFilter(field_name="actor__username", help_text="The actor's username.")
+
+    class Meta:
+        model = AuditEvent
+        fields = ["action", "object_type", "object_id", "actor", "created_after",
+                  "created_before"]
+
+
+class AuditEventViewSet(TenantScopedMixin, ScopedQuerysetMixin, mixins.ListModelMixin,
+                        mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """The tenant's audit trail (owners and admins), newest first; ?format=csv exports it."""
+
+    model = AuditEvent
+    serializer_class = AuditEventSerializer
+    filterset_class = AuditEventFilter
+    ordering_fields = ["created_at"]
+    admin_actions = frozenset({"list", "retrieve"})
+    renderer_classes = [JSONRenderer, CSVRenderer]
+
+    def scoped_queryset(self):
+        return AuditEvent.objects.select_related("actor")
