@@ -309,3 +309,10 @@ def test_staff_create_images_validated_by_the_model(api, tenant):
     assert_error(api("admin").get("/api/v1/images/"), 403)
     with scopes_disabled():
         assert Image.objects.filter(name="lab").count() == 1
+
+
+def test_unknown_api_paths_are_json_404s_for_every_method(api, users):
+    client = api("member")
+    for method in ("get", "post", "put", "patch", "delete"):
+        response = getattr(client, method)("/api/v1/no-such-thing/")
+        assert_error(response, 404, "not_found")

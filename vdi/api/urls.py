@@ -1,5 +1,6 @@
 from django.http import JsonResponse
 from django.urls import include, path, re_path
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework.routers import SimpleRouter
 
 from brokers.api.views import SessionViewSet
@@ -32,6 +33,7 @@ HostViewSet.lookup_value_regex = ImageViewSet.lookup_value_regex = UUID
 
 
 
+@csrf_exempt  # a POST to an unknown path is a 404, not a CSRF failure page
 def not_found(request, *args, **kwargs):
     """Unknown API paths answer in the API's error envelope, not an HTML page."""
     body = {"error": {"code": "not_found", "message": "Not found.", "details": {}}}
