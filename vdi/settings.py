@@ -5,6 +5,7 @@ VDI_ENV selects the profile: ``production`` (default: every secret must be given
 """
 
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -152,18 +153,45 @@ EMAIL_BACKEND = os.environ.get(
 )
 
 # --- REST API -------------------------------------------------------------------------------
+def _throttle_rate(name: str, default: str) -> str | None:
+    """A rate such as ``600/min`` (per s, min, hour or day); empty turns the throttle off.
+    The test profile has them off unless set: its clients all come from one address."""
+    rate = os.environ.get(name, "" if VDI_ENV == "test" else default).strip()
+    if rate and not re.fullmatch(r"\d+/(s|sec|m|min|h|hour|d|day)", rate):
+        raise ImproperlyConfigured(f"{name} must look like 600/min, not {rate!r}")
+    return rate or None
+
+
+VDI_THROTTLE_RATES = {
+    "user": _throttle_rate("VDI_THROTTLE_USER", "600/min"),
+    "anon": _throttle_rate("VDI_THROTTLE_ANON", "60/min"),
+    "login": _throttle_rate("VDI_THROTTLE_LOGIN", "10/min"),
+    "tenant": _throttle_rate("VDI_THROTTLE_TENANT", "3000/min"),
+}
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "knox.auth.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "vdi.api.filters.ListPagination",  # LimitOffset, max 500
     "PAGE_SIZE": 50,
+    # Each list's FilterSet is in its app's api/filters.py; ``?ordering=`` takes the view's
+    # ordering_fields. Both answer 400 to a value they can't use.
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
-        "rest_framework.filters.OrderingFilter",
+        "vdi.api.filters.OrderingFilter",
     ],
+    # vdi/api/throttling.py; tenant-scoped routes also share a per-tenant budget.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "vdi.api.throttling.UserRateThrottle",
+        "vdi.api.throttling.AnonRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": VDI_THROTTLE_RATES,
+    # Client addresses (anon and login throttles): with 0, the connection's address; behind
+    # N reverse proxies that each append to X-Forwarded-For, set N so the client's own
+    # address is used (a client-supplied header is never trusted beyond that).
+    "NUM_PROXIES": int(os.environ.get("VDI_THROTTLE_NUM_PROXIES", "0")),
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "vdi.api.exceptions.exception_handler",
 }
@@ -206,6 +234,17 @@ else:
         "polling_interval": 0.1,
     }
     CELERY_RESULT_BACKEND = f"file://{_results_dir}"
+# The cache holds API throttling history. Redis, when given, is shared by every web process;
+# without it each process keeps its own local-memory history (fine for the demo, while with
+# N processes a client could get up to N times its rate).
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "vdi",
+        }
+    }
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

@@ -9,6 +9,7 @@ from vdi import views
 urlpatterns = [
     path("", views.home, name="portal-home"),
     path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     # The one-time set-password link e-mailed to invited members (tenants.services).

@@ -15,6 +15,7 @@ from tenants.selectors import tenant_list_for_user
 from .choices import POWER_OPERATIONS_FROM, OperationKind
 from .errors import ServiceError
 from .forms import PoolForm
+from .health import readiness
 from .models import Pool
 from .selectors import desktop_list_for_user, pool_list_for_user
 from .services import desktop_power, pool_create, pool_delete, pool_update
@@ -24,7 +25,18 @@ PORTAL_POWER_ACTIONS = [kind for kind in POWER_OPERATIONS_FROM if kind != Operat
 
 
 def healthz(request):
+    """Liveness: the process answers."""
     return JsonResponse({"status": "ok"})
+
+
+def readyz(request):
+    """Readiness: the database and the broker answer and at least one host is up; 503 with
+    the reasons otherwise (load balancers take the process out of rotation)."""
+    problems = readiness()
+    ready = not any(problems.values())
+    body = {"status": "ready" if ready else "not ready",
+            "checks": {name: problem or "ok" for name, problem in problems.items()}}
+    return JsonResponse(body, status=200 if ready else 503)
 
 
 @login_required

@@ -13,7 +13,9 @@ from brokers.services import IssuedTicket, session_end, ticket_issue
 from vdi.api.idempotency import IdempotentMixin
 from tenants.api.base import ScopedQuerysetMixin, TenantScopedMixin
 from vdi.api.exceptions import error_response
+from vdi.api.throttling import TenantThrottleMixin
 
+from .filters import SessionFilter
 from .serializers import PendingSerializer, SessionSerializer, TicketSerializer
 
 
@@ -61,12 +63,12 @@ CONNECT_RESPONSES = {
 }
 
 
-class SessionViewSet(IdempotentMixin, TenantScopedMixin, ScopedQuerysetMixin, mixins.ListModelMixin,
-                     mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class SessionViewSet(IdempotentMixin, TenantThrottleMixin, TenantScopedMixin, ScopedQuerysetMixin,
+                     mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     model = Session
     serializer_class = SessionSerializer
-    filterset_fields = ["state", "pool", "desktop"]
-    ordering_fields = ["created_at", "state"]
+    filterset_class = SessionFilter
+    ordering_fields = ["created_at", "state", "ended_at"]
 
     def scoped_queryset(self):
         return session_list_for_user(user=self.request.user, is_admin=self.is_admin)

@@ -15,6 +15,7 @@ from hypervisors.services import (
 from tenants.api.base import IsStaff
 from vdi.api.idempotency import IdempotentMixin
 
+from .filters import HostFilter
 from .serializers import HostSerializer
 
 
@@ -34,8 +35,8 @@ class HostViewSet(IdempotentMixin, viewsets.ModelViewSet):
 
     permission_classes = [IsStaff]
     serializer_class = HostSerializer
-    filterset_fields = ["state", "enabled", "virt_type"]
-    ordering_fields = ["name", "created_at"]
+    filterset_class = HostFilter
+    ordering_fields = ["name", "created_at", "state"]
 
     def get_queryset(self):
         return host_usage().order_by("name")

@@ -15,7 +15,9 @@ from rest_framework.response import Response
 
 from tenants.models import AuditEvent
 from tenants.usage import usage_for_month
+from vdi.api.filters import ListFilterSet
 from vdi.api.renderers import CSVRenderer
+from vdi.api.throttling import TenantThrottleMixin
 from vdi.errors import InvalidInput
 
 from .base import ScopedQuerysetMixin, TenantScopedMixin
@@ -34,7 +36,7 @@ class UsageSerializer(serializers.Serializer):
     computed_at = serializers.DateTimeField()
 
 
-class UsageViewSet(TenantScopedMixin, viewsets.ViewSet):
+class UsageViewSet(TenantThrottleMixin, TenantScopedMixin, viewsets.ViewSet):
     """The tenant's usage in one month: desktop and session hours, vCPU-hours, memory
     GB-hours and peak concurrent sessions, exact from the state-change journal."""
 
@@ -69,10 +71,7 @@ class AuditEventSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class AuditEventFilter(filters.FilterSet):
-    # Every filter declared: generated ones would query the scoped manager at import time.
-    created_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+class AuditEventFilter(ListFilterSet):
     action = filters.CharFilter(help_text="e.g. desktop.takeover, member.add")
     object_type = filters.CharFilter(help_text="e.g. vdi.desktop")
     object_id = filters.CharFilter()
@@ -80,11 +79,10 @@ class AuditEventFilter(filters.FilterSet):
 
     class Meta:
         model = AuditEvent
-        fields = ["action", "object_type", "object_id", "actor", "created_after",
-                  "created_before"]
+        fields = ["action", "object_type", "object_id", "actor"]
 
 
-class AuditEventViewSet(TenantScopedMixin, ScopedQuerysetMixin, mixins.ListModelMixin,
+class AuditEventViewSet(TenantThrottleMixin, TenantScopedMixin, ScopedQuerysetMixin, mixins.ListModelMixin,
                         mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """The tenant's audit trail (owners and admins), newest first; ?format=csv exports it."""
 

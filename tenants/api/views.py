@@ -15,9 +15,11 @@ from tenants.services import (
     tenant_create,
 )
 from vdi.api.idempotency import IdempotentMixin
+from vdi.api.throttling import AnonRateThrottle, LoginRateThrottle, TenantThrottleMixin
 from vdi.errors import Forbidden, InvalidInput
 
 from .base import ScopedQuerysetMixin, TenantScopedMixin
+from .filters import MembershipFilter, TenantFilter
 from .serializers import (
     MembershipCreateSerializer,
     MembershipRoleSerializer,
@@ -32,7 +34,8 @@ class TenantViewSet(IdempotentMixin, mixins.ListModelMixin, mixins.RetrieveModel
 
     serializer_class = TenantSerializer
     lookup_field = "slug"
-    filterset_fields = ["status"]
+    filterset_class = TenantFilter
+    ordering_fields = ["slug", "name", "status", "created_at"]
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -53,8 +56,8 @@ LAST_OWNER = OpenApiResponse(description="``last_owner``: the organisation's las
                                         "demoted or removed.")
 
 
-class MembershipViewSet(IdempotentMixin, TenantScopedMixin, ScopedQuerysetMixin,
-                        mixins.ListModelMixin, mixins.RetrieveModelMixin,
+class MembershipViewSet(IdempotentMixin, TenantThrottleMixin, TenantScopedMixin,
+                        ScopedQuerysetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
                         viewsets.GenericViewSet):
     """The organisation's members. Every member may list them; owners and admins add an
     existing user (``{username, role}``), invite by e-mail (``{email, role}``), change roles
@@ -63,7 +66,7 @@ class MembershipViewSet(IdempotentMixin, TenantScopedMixin, ScopedQuerysetMixin,
 
     model = Membership
     serializer_class = MembershipSerializer
-    filterset_fields = ["role"]
+    filterset_class = MembershipFilter
     ordering_fields = ["created_at", "role"]
 
     def scoped_queryset(self):
@@ -111,6 +114,8 @@ class TokenView(APIView):
 
     authentication_classes = []
     permission_classes = [permissions.AllowAny]
+    # Per client address, and per address and username (VDI_THROTTLE_ANON, _LOGIN).
+    throttle_classes = [AnonRateThrottle, LoginRateThrottle]
 
     @extend_schema(
         request=TokenCredentials,

@@ -20,8 +20,9 @@ class CSVRenderer(BaseRenderer):
             data = [data]
         if not data:
             return ""
-        if "error" in data[0]:  # an error envelope: say it plainly
-            return f"error,{data[0]['error'].get('message', '')}\n"
+        if "error" in data[0]:  # an error envelope: code and message, as CSV
+            error = data[0]["error"]
+            data = [{"error": error.get("code", ""), "message": error.get("message", "")}]
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=list(data[0]), extrasaction="ignore")
         writer.writeheader()

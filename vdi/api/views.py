@@ -7,6 +7,7 @@ from brokers.api.views import CONNECT_RESPONSES, pending_response, ticket_or_pen
 from brokers.services import session_connect, session_takeover
 from tenants.api.base import IsStaff, ScopedQuerysetMixin, TenantScopedMixin
 from vdi.api.idempotency import IdempotentMixin
+from vdi.api.throttling import TenantThrottleMixin
 from tenants.scoping import scopes_disabled
 from vdi.choices import OperationKind
 from vdi.models import Desktop, Image, Operation, Pool
@@ -20,6 +21,7 @@ from vdi.services import (
     pool_update,
 )
 
+from .filters import DesktopFilter, ImageFilter, OperationFilter, PoolFilter
 from .serializers import (
     DesktopSerializer,
     ImagePublishSerializer,
@@ -29,13 +31,14 @@ from .serializers import (
 )
 
 
-class PoolViewSet(IdempotentMixin, TenantScopedMixin, ScopedQuerysetMixin, viewsets.ModelViewSet):
+class PoolViewSet(IdempotentMixin, TenantThrottleMixin, TenantScopedMixin, ScopedQuerysetMixin,
+                  viewsets.ModelViewSet):
     """Desktop pools. Deleting one answers 202: it is disabled at once, its sessions end and
     its desktops are deleted in the background (``deleting_since`` is set meanwhile)."""
 
     model = Pool
     serializer_class = PoolSerializer
-    filterset_fields = ["kind", "protocol", "enabled", "image"]
+    filterset_class = PoolFilter
     ordering_fields = ["name", "created_at"]
 
     def scoped_queryset(self):
@@ -75,12 +78,12 @@ def _power_action(kind: str):
     return action(detail=True, methods=["post"])(run)
 
 
-class DesktopViewSet(IdempotentMixin, TenantScopedMixin, ScopedQuerysetMixin, mixins.ListModelMixin,
-                     mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class DesktopViewSet(IdempotentMixin, TenantThrottleMixin, TenantScopedMixin, ScopedQuerysetMixin,
+                     mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     model = Desktop
     serializer_class = DesktopSerializer
-    filterset_fields = ["state", "pool", "host"]
-    ordering_fields = ["name", "created_at", "state"]
+    filterset_class = DesktopFilter
+    ordering_fields = ["name", "created_at", "state", "state_changed_at"]
 
     def scoped_queryset(self):
         return desktop_list_for_user(user=self.request.user, is_admin=self.is_admin)
@@ -103,12 +106,12 @@ class DesktopViewSet(IdempotentMixin, TenantScopedMixin, ScopedQuerysetMixin, mi
     reset = _power_action(OperationKind.RESET)
 
 
-class OperationViewSet(TenantScopedMixin, ScopedQuerysetMixin, mixins.ListModelMixin,
-                       mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class OperationViewSet(TenantThrottleMixin, TenantScopedMixin, ScopedQuerysetMixin,
+                       mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     model = Operation
     serializer_class = OperationSerializer
-    filterset_fields = ["state", "kind", "desktop", "pool"]
-    ordering_fields = ["created_at"]
+    filterset_class = OperationFilter
+    ordering_fields = ["created_at", "started_at", "finished_at", "state", "kind"]
 
     def scoped_queryset(self):
         return operation_list_for_user(user=self.request.user, is_admin=self.is_admin)
@@ -119,7 +122,8 @@ class ImageViewSet(IdempotentMixin, viewsets.ModelViewSet):
 
     permission_classes = [IsStaff]
     serializer_class = ImageSerializer
-    filterset_fields = ["name", "tenant", "boot"]
+    filterset_class = ImageFilter
+    ordering_fields = ["name", "version", "os", "created_at"]
 
     def get_queryset(self):
         with scopes_disabled():
