@@ -59,6 +59,21 @@ def image_save(*, image: Image) -> Image:
     return image
 
 
+def image_delete(*, image: Image) -> None:
+    """Delete a golden image no pool or desktop uses any more (409 otherwise). Its base
+    volumes stay on the hosts: removing them is the operator's call."""
+    with scopes_disabled():
+        pools = Pool.objects.filter(image=image).count()
+        desktops = Desktop.objects.filter(image=image).count()
+        if pools or desktops:
+            raise Conflict(
+                f"Image {image.name} v{image.version} is still used by {pools} pool(s) and "
+                f"{desktops} desktop(s); publish a newer version and let them move first.",
+                code="image_in_use", details={"pools": pools, "desktops": desktops},
+            )
+        image.delete()
+
+
 def image_publish(*, image: Image) -> list[Pool]:
     """Roll every pool on an older version of this image (same name, same owner) onto it.
 

@@ -1,6 +1,8 @@
 from django.contrib.auth import authenticate
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from knox.auth import TokenAuthentication
 from knox.models import AuthToken
+from rest_framework.exceptions import NotAuthenticated
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -110,9 +112,10 @@ class TokenCredentials(serializers.Serializer):
 
 
 class TokenView(APIView):
-    """Exchange a username and password for an API token (stored hashed, expiring)."""
+    """POST: exchange a username and password for an API token (stored hashed, expiring).
+    DELETE: revoke the token the request is made with."""
 
-    authentication_classes = []
+    authentication_classes = [TokenAuthentication]
     permission_classes = [permissions.AllowAny]
     # Per client address, and per address and username (VDI_THROTTLE_ANON, _LOGIN).
     throttle_classes = [AnonRateThrottle, LoginRateThrottle]
@@ -130,3 +133,10 @@ class TokenView(APIView):
             raise InvalidInput("Unable to log in with these credentials.", code="invalid_credentials")
         instance, token = AuthToken.objects.create(user)
         return Response({"token": token, "expiry": instance.expiry}, status=status.HTTP_200_OK)
+
+    @extend_schema(request=None, responses={204: None})
+    def delete(self, request):
+        if not isinstance(request.auth, AuthToken):
+            raise NotAuthenticated("Send the token to revoke in the Authorization header.")
+        request.auth.delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)

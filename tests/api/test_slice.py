@@ -316,3 +316,23 @@ def test_unknown_api_paths_are_json_404s_for_every_method(api, users):
     for method in ("get", "post", "put", "patch", "delete"):
         response = getattr(client, method)("/api/v1/no-such-thing/")
         assert_error(response, 404, "not_found")
+
+
+def test_a_token_can_be_revoked(api, users):
+    client = api("member")
+    assert client.get("/api/v1/tenants/").status_code == 200
+
+    assert client.delete("/api/v1/auth/token/").status_code == 204
+
+    assert_error(client.get("/api/v1/tenants/"), 401)
+    assert_error(api().delete("/api/v1/auth/token/"), 401)
+
+
+def test_an_image_in_use_cannot_be_deleted(api, make_pool, image):
+    make_pool()
+    staff = api("staff")
+
+    assert_error(staff.delete(f"/api/v1/images/{image.id}/"), 409, "image_in_use")
+    unused = staff.post("/api/v1/images/", {"name": "spare", "base_volume": "s.qcow2"},
+                        format="json").json()
+    assert staff.delete(f"/api/v1/images/{unused['id']}/").status_code == 204

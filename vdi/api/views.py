@@ -14,6 +14,7 @@ from vdi.models import Desktop, Image, Operation, Pool
 from vdi.selectors import desktop_list_for_user, operation_list_for_user, pool_list_for_user
 from vdi.services import (
     desktop_power,
+    image_delete,
     image_publish,
     image_save,
     pool_create,
@@ -136,6 +137,9 @@ class ImageViewSet(IdempotentMixin, viewsets.ModelViewSet):
         for name, value in serializer.validated_data.items():
             setattr(serializer.instance, name, value)
         image_save(image=serializer.instance)
+
+    def perform_destroy(self, instance):
+        image_delete(image=instance)
 
     @extend_schema(request=None, responses={200: ImagePublishSerializer})
     @action(detail=True, methods=["post"])
