@@ -1,10 +1,15 @@
 from rest_framework import serializers
 
+from brokers.choices import EndReason
+
 from brokers.models import Session
 
 
 class SessionSerializer(serializers.ModelSerializer):
     user = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    end_reason = serializers.ChoiceField(
+        choices=EndReason.choices, allow_blank=True, read_only=True,
+        help_text="Why the session ended; empty while it is live.")
 
     class Meta:
         model = Session

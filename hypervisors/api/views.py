@@ -20,13 +20,14 @@ from .serializers import HostSerializer
 
 
 def _host_action(name: str, service, summary: str, code=status.HTTP_200_OK):
-    @extend_schema(request=None, responses={code: HostSerializer}, summary=summary)
     def run(self, request, pk):
         host = service(host=self.get_object())
         return Response(HostSerializer(host).data, status=code)
 
     run.__name__ = name
-    return action(detail=True, methods=["post"])(run)
+    # extend_schema goes on top of action(): the other way round its override is lost.
+    return extend_schema(request=None, responses={code: HostSerializer}, summary=summary)(
+        action(detail=True, methods=["post"])(run))
 
 
 class HostViewSet(IdempotentMixin, viewsets.ModelViewSet):

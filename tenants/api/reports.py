@@ -12,13 +12,14 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from tenants.models import AuditEvent
 from tenants.usage import usage_for_month
 from vdi.api.filters import ListFilterSet
-from vdi.api.renderers import CSVRenderer
+from vdi.api.renderers import CSVErrorsAsJSONMixin, CSVRenderer
 from vdi.api.throttling import TenantThrottleMixin
-from vdi.errors import InvalidInput
+from vdi.errors import Forbidden, InvalidInput
 
 from .base import ScopedQuerysetMixin, TenantScopedMixin
 
@@ -36,11 +37,11 @@ class UsageSerializer(serializers.Serializer):
     computed_at = serializers.DateTimeField()
 
 
-class UsageViewSet(TenantThrottleMixin, TenantScopedMixin, viewsets.ViewSet):
-    """The tenant's usage in one month: desktop and session hours, vCPU-hours, memory
-    GB-hours and peak concurrent sessions, exact from the state-change journal."""
+class UsageView(TenantThrottleMixin, TenantScopedMixin, CSVErrorsAsJSONMixin, APIView):
+    """The tenant's usage in one month (owners and admins): desktop and session hours,
+    vCPU-hours, memory GB-hours and peak concurrent sessions, exact from the state-change
+    journal; ?format=csv for a CSV row."""
 
-    admin_actions = frozenset({"list"})
     renderer_classes = [JSONRenderer, CSVRenderer]
 
     @extend_schema(
@@ -48,7 +49,9 @@ class UsageViewSet(TenantThrottleMixin, TenantScopedMixin, viewsets.ViewSet):
                                      "the current month when absent.")],
         responses={200: UsageSerializer},
     )
-    def list(self, request, tenant_slug):
+    def get(self, request, tenant_slug):
+        if not self.access.is_admin:
+            raise Forbidden("Only the organisation's owners and admins may do this.")
         raw = request.query_params.get("month")
         if raw is None:
             today = timezone.now().date()
@@ -82,7 +85,8 @@ class AuditEventFilter(ListFilterSet):
         fields = ["action", "object_type", "object_id", "actor"]
 
 
-class AuditEventViewSet(TenantThrottleMixin, TenantScopedMixin, ScopedQuerysetMixin, mixins.ListModelMixin,
+class AuditEventViewSet(TenantThrottleMixin, TenantScopedMixin, CSVErrorsAsJSONMixin,
+                        ScopedQuerysetMixin, mixins.ListModelMixin,
                         mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """The tenant's audit trail (owners and admins), newest first; ?format=csv exports it."""
 

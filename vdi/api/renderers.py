@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 
-from rest_framework.renderers import BaseRenderer
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 
 
 class CSVRenderer(BaseRenderer):
@@ -20,9 +20,6 @@ class CSVRenderer(BaseRenderer):
             data = [data]
         if not data:
             return ""
-        if "error" in data[0]:  # an error envelope: code and message, as CSV
-            error = data[0]["error"]
-            data = [{"error": error.get("code", ""), "message": error.get("message", "")}]
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=list(data[0]), extrasaction="ignore")
         writer.writeheader()
@@ -30,3 +27,14 @@ class CSVRenderer(BaseRenderer):
             writer.writerow({k: v if not isinstance(v, (dict, list)) else str(v)
                              for k, v in row.items()})
         return out.getvalue()
+
+
+class CSVErrorsAsJSONMixin:
+    """For views that offer CSV: errors still answer SPEC §4's JSON envelope."""
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if response.status_code >= 400 and isinstance(response.accepted_renderer, CSVRenderer):
+            response.accepted_renderer = JSONRenderer()
+            response.accepted_media_type = JSONRenderer.media_type
+        return response

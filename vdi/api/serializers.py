@@ -24,9 +24,9 @@ class ImagePublishSerializer(serializers.Serializer):
 
 class PoolSerializer(serializers.ModelSerializer):
     image = ScopedPrimaryKeyRelatedField(Image, pk_field=serializers.UUIDField())
-    desktop_count = serializers.IntegerField(read_only=True, default=None)
+    desktop_count = serializers.IntegerField(read_only=True, default=None, allow_null=True)
     desktops_on_image = serializers.IntegerField(
-        source="desktops_on_image_count", read_only=True, default=None,
+        source="desktops_on_image_count", read_only=True, default=None, allow_null=True,
         help_text="Desktops already on the pool's image: the progress of a roll-out.")
 
     class Meta:
@@ -42,8 +42,9 @@ class PoolSerializer(serializers.ModelSerializer):
 
 
 class DesktopSerializer(serializers.ModelSerializer):
-    assigned_user = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    host = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    assigned_user = serializers.SlugRelatedField(slug_field="username", read_only=True,
+                                                 allow_null=True)
+    host = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
 
     class Meta:
         model = Desktop

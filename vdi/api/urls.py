@@ -5,7 +5,7 @@ from rest_framework.routers import SimpleRouter
 
 from brokers.api.views import SessionViewSet
 from hypervisors.api.views import HostViewSet
-from tenants.api.reports import AuditEventViewSet, UsageViewSet
+from tenants.api.reports import AuditEventViewSet, UsageView
 from tenants.api.views import MembershipViewSet, TenantViewSet, TokenView
 
 from .views import DesktopViewSet, ImageViewSet, OperationViewSet, PoolViewSet
@@ -24,7 +24,6 @@ for prefix, viewset, basename in (
     ("desktops", DesktopViewSet, "desktop"),
     ("sessions", SessionViewSet, "session"),
     ("operations", OperationViewSet, "operation"),
-    ("usage", UsageViewSet, "usage"),
     ("audit", AuditEventViewSet, "audit"),
 ):
     viewset.lookup_value_regex = UUID
@@ -45,6 +44,7 @@ urlpatterns = [
     path("auth/token/", TokenView.as_view(), name="auth-token"),
     path("tenants/<slug:tenant_slug>/sessions/<uuid:pk>/console.vv",
          SessionViewSet.as_view({"get": "console_vv"}), name="session-console-vv"),
+    path("tenants/<slug:tenant_slug>/usage/", UsageView.as_view(), name="usage"),
     path("tenants/<slug:tenant_slug>/", include(tenant.urls)),
     path("", include(platform.urls)),
     re_path(r"", not_found),

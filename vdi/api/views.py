@@ -70,13 +70,14 @@ class PoolViewSet(IdempotentMixin, TenantThrottleMixin, TenantScopedMixin, Scope
 
 
 def _power_action(kind: str):
-    @extend_schema(request=None, responses={202: OperationSerializer})
     def run(self, request, tenant_slug, pk):
         operation = desktop_power(desktop=self.get_object(), kind=kind, actor=request.user)
         return Response(OperationSerializer(operation).data, status=status.HTTP_202_ACCEPTED)
 
     run.__name__ = kind
-    return action(detail=True, methods=["post"])(run)
+    # extend_schema goes on top of action(): the other way round its override is lost.
+    return extend_schema(request=None, responses={202: OperationSerializer})(
+        action(detail=True, methods=["post"])(run))
 
 
 class DesktopViewSet(IdempotentMixin, TenantThrottleMixin, TenantScopedMixin, ScopedQuerysetMixin,
