@@ -10,13 +10,15 @@ from __future__ import annotations
 import os
 import signal
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
 from brokers.choices import SessionState, TicketKind
 from brokers.models import Session
-from brokers.services import ticket_issue
+from brokers.services import sessions_expire, ticket_issue
 from tenants.scoping import scopes_disabled
 from tests.e2e.clients import ConsoleAuthFailed, spice_login, vnc_capture
 from tests.e2e.lab import desktop_in, serial_log, tail, wait_desktop
@@ -166,3 +168,35 @@ def test_a_killed_qemu_process_is_noticed_by_reconciliation(lab_pool, lab_host, 
 
     lost = wait_desktop(desktop, DesktopState.STOPPED, worker, timeout_s=60)
     assert "stopped outside the portal" in lost.last_error
+
+
+def test_an_idle_session_ends_and_its_floating_desktop_is_recycled_on_the_real_guest(
+    lab_pool, api, worker, libvirt_conn
+):
+    pool = lab_pool(min_ready=1, idle_timeout_s=60)
+    desktop = desktop_in(pool, DesktopState.RUNNING, worker)
+    connect = api("member").post(f"/api/v1/tenants/acme/pools/{pool.id}/connect/")
+    assert connect.status_code == 200, connect.content
+    session_id = connect.json()["session"]
+    with scopes_disabled():  # nobody opened a console for longer than the idle timeout
+        Session.objects.filter(pk=session_id).update(
+            state_changed_at=timezone.now() - timedelta(seconds=61))
+
+    with scopes_disabled():
+        assert sessions_expire() == 1  # what beat runs every 30 s
+
+    with scopes_disabled():
+        session = Session.objects.get(pk=session_id)
+    assert (session.state, session.end_reason) == (SessionState.ENDED, "idle")
+
+    def recycled():
+        with scopes_disabled():
+            reset = desktop.operations.filter(kind="reset").first()
+        assert reset is None or reset.state != "failed", reset.error
+        return reset is not None and reset.state == "succeeded"
+
+    wait_for(recycled, 90, lambda: f"the desktop to be reset (worker log:\n{tail(worker)})")
+    with scopes_disabled():
+        fresh = Desktop.objects.get(pk=desktop.pk)
+    assert fresh.assigned_user is None and fresh.state == DesktopState.RUNNING
+    assert libvirt_conn.lookupByName(desktop.name).isActive()  # back in the pool, running
