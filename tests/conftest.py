@@ -16,7 +16,7 @@ from tenants.choices import Role
 from tenants.scoping import scopes_disabled, tenant_scope
 from tenants.services import membership_add, tenant_create
 from vdi import celery_app
-from vdi.models import Image
+from vdi.models import Desktop, Image
 from vdi.services import pool_create
 
 PASSWORD = "correct horse battery staple"
@@ -100,6 +100,17 @@ def make_pool(tenant, image, users):
             return pool_create(tenant=tenant, actor=users["admin"], **defaults)
 
     return make
+
+
+@pytest.fixture
+def member_desktop(make_pool, host, run_tasks, users):
+    """A running desktop of the simulated host, assigned to the member."""
+    with run_tasks():
+        pool = make_pool(min_ready=1)
+    with scopes_disabled():
+        desktop = Desktop.objects.get(pool=pool)
+        Desktop.objects.filter(pk=desktop.pk).update(assigned_user=users["member"])
+    return desktop
 
 
 @pytest.fixture

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from tenants.scoping import scopes_disabled
 from vdi.api.idempotency import IdempotentMixin
-from vdi.models import Desktop, IdempotentRequest, Operation
-
-
-@pytest.fixture
-def running_desktop(make_pool, host, run_tasks, users):
-    with run_tasks():
-        pool = make_pool(min_ready=1)
-    with scopes_disabled():
-        desktop = Desktop.objects.get(pool=pool)
-        Desktop.objects.filter(pk=desktop.pk).update(assigned_user=users["member"])
-    return desktop
+from vdi.models import IdempotentRequest, Operation
 
 
 def power(client, desktop, kind="reboot", key="k-1"):
@@ -25,49 +14,49 @@ def power(client, desktop, kind="reboot", key="k-1"):
                        HTTP_IDEMPOTENCY_KEY=key)
 
 
-def test_a_retried_request_is_replayed_not_repeated(api, running_desktop):
+def test_a_retried_request_is_replayed_not_repeated(api, member_desktop):
     member = api("member")
 
-    first = power(member, running_desktop)
-    again = power(member, running_desktop)
+    first = power(member, member_desktop)
+    again = power(member, member_desktop)
 
     assert first.status_code == again.status_code == 202
     assert again.json() == first.json()
     assert again["Idempotent-Replayed"] == "true"
     with scopes_disabled():
-        assert Operation.objects.filter(desktop=running_desktop, kind="reboot").count() == 1
+        assert Operation.objects.filter(desktop=member_desktop, kind="reboot").count() == 1
 
 
-def test_without_a_key_the_second_request_is_a_conflict(api, running_desktop):
+def test_without_a_key_the_second_request_is_a_conflict(api, member_desktop):
     member = api("member")
-    assert power(member, running_desktop, key="").status_code == 400  # empty key: refused
-    assert member.post(f"/api/v1/tenants/acme/desktops/{running_desktop.id}/reboot/"
+    assert power(member, member_desktop, key="").status_code == 400  # empty key: refused
+    assert member.post(f"/api/v1/tenants/acme/desktops/{member_desktop.id}/reboot/"
                        ).status_code == 202
-    second = member.post(f"/api/v1/tenants/acme/desktops/{running_desktop.id}/reboot/")
+    second = member.post(f"/api/v1/tenants/acme/desktops/{member_desktop.id}/reboot/")
     assert second.status_code == 409  # another operation is in progress
 
 
-def test_a_key_reused_for_another_request_is_refused(api, running_desktop):
+def test_a_key_reused_for_another_request_is_refused(api, member_desktop):
     member = api("member")
-    assert power(member, running_desktop, "reboot").status_code == 202
+    assert power(member, member_desktop, "reboot").status_code == 202
 
-    reused = power(member, running_desktop, "poweroff")
+    reused = power(member, member_desktop, "poweroff")
 
     assert reused.status_code == 409
     assert reused.json()["error"]["code"] == "idempotency_key_reused"
 
 
-def test_keys_belong_to_their_user(api, running_desktop, users):
-    assert power(api("member"), running_desktop).status_code == 202
-    other = power(api("admin"), running_desktop)  # same key, another user: a new request
+def test_keys_belong_to_their_user(api, member_desktop, users):
+    assert power(api("member"), member_desktop).status_code == 202
+    other = power(api("admin"), member_desktop)  # same key, another user: a new request
     assert other.status_code == 409
     assert other.json()["error"]["code"] == "operation_in_progress"
 
 
-def test_errors_are_replayed_too(api, running_desktop):
+def test_errors_are_replayed_too(api, member_desktop):
     member = api("member")
-    first = power(member, running_desktop, "start")  # it is running: 409
-    again = power(member, running_desktop, "start")
+    first = power(member, member_desktop, "start")  # it is running: 409
+    again = power(member, member_desktop, "start")
     assert first.status_code == again.status_code == 409
     assert again["Idempotent-Replayed"] == "true"
 

@@ -138,36 +138,24 @@ def test_a_banner_says_when_hosts_are_simulated(logged_in, host):
     assert b"Simulated hypervisor" not in client.get("/t/acme/").content
 
 
-@pytest.fixture
-def my_desktop(make_pool, host, run_tasks, users):
-    from vdi.models import Desktop
-
-    with run_tasks():
-        pool = make_pool(min_ready=1)
-    with scopes_disabled():
-        desktop = Desktop.objects.get(pool=pool)
-        Desktop.objects.filter(pk=desktop.pk).update(assigned_user=users["member"])
-    return desktop
-
-
-def test_power_actions_on_my_desktop_from_the_dashboard(logged_in, my_desktop, run_tasks):
+def test_power_actions_on_member_desktop_from_the_dashboard(logged_in, member_desktop, run_tasks):
     from vdi.models import Desktop
 
     client = logged_in("member")
     assert 'action="/t/acme/desktops/' in client.get("/t/acme/").content.decode()
 
     with run_tasks():
-        response = client.post(f"/t/acme/desktops/{my_desktop.id}/poweroff/", follow=True)
+        response = client.post(f"/t/acme/desktops/{member_desktop.id}/poweroff/", follow=True)
 
     assert response.status_code == 200
     assert "Power off" in response.content.decode()
     with scopes_disabled():
-        assert Desktop.objects.get(pk=my_desktop.pk).state == "stopped"
-    refused = client.post(f"/t/acme/desktops/{my_desktop.id}/shutdown/", follow=True)
+        assert Desktop.objects.get(pk=member_desktop.pk).state == "stopped"
+    refused = client.post(f"/t/acme/desktops/{member_desktop.id}/shutdown/", follow=True)
     assert "Cannot shutdown a desktop that is stopped" in refused.content.decode()
 
 
-def test_power_actions_on_someone_elses_desktop_are_404(logged_in, my_desktop, make_user,
+def test_power_actions_on_someone_elses_desktop_are_404(logged_in, member_desktop, make_user,
                                                        tenant):
     from tenants.choices import Role
     from tenants.services import membership_add
@@ -178,15 +166,15 @@ def test_power_actions_on_someone_elses_desktop_are_404(logged_in, my_desktop, m
     client.logout()
     client.force_login(other)
 
-    assert client.post(f"/t/acme/desktops/{my_desktop.id}/poweroff/").status_code == 404
-    assert client.post(f"/t/acme/desktops/{my_desktop.id}/delete/").status_code == 404
+    assert client.post(f"/t/acme/desktops/{member_desktop.id}/poweroff/").status_code == 404
+    assert client.post(f"/t/acme/desktops/{member_desktop.id}/delete/").status_code == 404
 
 
-def test_a_desktops_error_is_shown_with_its_reason(logged_in, my_desktop):
+def test_a_desktops_error_is_shown_with_its_reason(logged_in, member_desktop):
     from vdi.models import Desktop
 
     with scopes_disabled():
-        Desktop.objects.filter(pk=my_desktop.pk).update(
+        Desktop.objects.filter(pk=member_desktop.pk).update(
             state="error", last_error="image base volume 'x.qcow2' is missing")
 
     html = logged_in("member").get("/t/acme/").content.decode()
