@@ -1,6 +1,8 @@
 from django.contrib import admin
 
+from .choices import TenantStatus
 from .models import AuditEvent, Membership, MonthlyUsage, Tenant, UsageEvent
+from .services import tenant_set_status
 
 
 class MembershipInline(admin.TabularInline):
@@ -16,6 +18,20 @@ class TenantAdmin(admin.ModelAdmin):
     list_filter = ["status"]
     search_fields = ["slug", "name"]
     inlines = [MembershipInline]
+    readonly_fields = ["status"]
+    actions = ["suspend", "resume"]
+
+    @admin.action(description="Suspend (end their sessions, no connect or provisioning)")
+    def suspend(self, request, queryset):
+        for tenant in queryset:
+            tenant_set_status(tenant=tenant, status=TenantStatus.SUSPENDED, actor=request.user)
+        self.message_user(request, f"{queryset.count()} organisation(s) suspended.")
+
+    @admin.action(description="Resume")
+    def resume(self, request, queryset):
+        for tenant in queryset:
+            tenant_set_status(tenant=tenant, status=TenantStatus.ACTIVE, actor=request.user)
+        self.message_user(request, f"{queryset.count()} organisation(s) resumed.")
 
 
 @admin.register(Membership)

@@ -22,7 +22,7 @@ from django.utils.http import urlsafe_base64_encode
 
 from vdi.errors import Conflict, Forbidden, InvalidInput, NotFound, QuotaExceeded
 
-from .choices import ADMIN_ROLES, Role
+from .choices import ADMIN_ROLES, Role, TenantStatus
 from .models import AuditEvent, Membership, Tenant
 from .scoping import scopes_disabled, tenant_scope
 
@@ -50,6 +50,28 @@ def membership_add(*, tenant: Tenant, user, role: str = Role.MEMBER) -> Membersh
 def tenant_lock(*, tenant: Tenant) -> Tenant:
     """Lock the tenant row for the rest of the transaction: quota checks then serialise."""
     return Tenant.objects.select_for_update().get(pk=tenant.pk)
+
+
+def tenant_set_status(*, tenant: Tenant, status: str, actor) -> Tenant:
+    """Suspend or resume an organisation. Suspended, it can neither connect nor provision,
+    and its live sessions end at once (reason ``admin``); audited either way."""
+    from brokers.choices import LIVE_SESSION_STATES
+    from brokers.models import Session
+    from brokers.services import session_end
+
+    with transaction.atomic():
+        tenant = tenant_lock(tenant=tenant)
+        if tenant.status == status:
+            return tenant
+        previous, tenant.status = tenant.status, status
+        tenant.save(update_fields=["status"])
+        with tenant_scope(tenant):
+            if status == TenantStatus.SUSPENDED:
+                for session in Session.objects.filter(state__in=LIVE_SESSION_STATES):
+                    session_end(session=session, actor=actor, reason="admin")
+            audit_record(tenant=tenant, actor=actor, action=f"tenant.{status}", target=tenant,
+                         details={"from": previous, "to": status})
+    return tenant
 
 
 def tenant_require_active(*, tenant: Tenant) -> None:

@@ -154,3 +154,30 @@ def test_the_audit_trail_lists_and_exports(api, make_pool, host, run_tasks, user
     exported = admin.get("/api/v1/tenants/acme/audit/?format=csv").content.decode()
     assert "desktop.takeover" in exported and body["desktop"] in exported
     assert api("outsider").get("/api/v1/tenants/globex/audit/").json()["count"] == 0
+
+
+def test_suspending_an_organisation_ends_its_sessions_and_is_audited(
+    api, make_pool, host, run_tasks, tenant, users, client, make_user
+):
+    from tenants.models import AuditEvent, Tenant
+
+    with run_tasks():
+        pool = make_pool(min_ready=1)
+    with run_tasks():
+        body = api("member").post(f"/api/v1/tenants/acme/pools/{pool.id}/connect/").json()
+    client.force_login(make_user("operator", is_staff=True, is_superuser=True))
+
+    with run_tasks():
+        response = client.post("/admin/tenants/tenant/", {
+            "action": "suspend", "_selected_action": [str(tenant.pk)]})
+
+    assert response.status_code == 302
+    assert Tenant.objects.get(pk=tenant.pk).status == "suspended"
+    with scopes_disabled():
+        from brokers.models import Session
+
+        session = Session.objects.get(pk=body["session"])
+        assert (session.state, session.end_reason) == ("ended", "admin")
+        assert AuditEvent.objects.filter(tenant=tenant, action="tenant.suspended").exists()
+    again = api("member").post(f"/api/v1/tenants/acme/pools/{pool.id}/connect/")
+    assert_error(again, 409, "tenant_suspended")
