@@ -1,5 +1,7 @@
 from django.contrib import admin
 
+from vdi.adminutils import ReadOnlyAdmin
+
 from .models import ConnectionTicket, Session
 
 
@@ -22,14 +24,8 @@ class SessionAdmin(admin.ModelAdmin):
 
 
 @admin.register(ConnectionTicket)
-class ConnectionTicketAdmin(admin.ModelAdmin):
+class ConnectionTicketAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     list_display = ["id", "tenant", "session", "kind", "protocol", "password_applied",
                     "created_at", "expires_at", "used_at"]
     list_filter = ["kind", "protocol", "password_applied"]
     exclude = ["token_hash"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False

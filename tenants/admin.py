@@ -1,5 +1,7 @@
 from django.contrib import admin
 
+from vdi.adminutils import ReadOnlyAdmin
+
 from .choices import TenantStatus
 from .models import AuditEvent, Membership, MonthlyUsage, Tenant, UsageEvent
 from .services import tenant_set_status
@@ -43,25 +45,17 @@ class MembershipAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+    deletable = False  # append-only
     list_display = ["created_at", "tenant", "actor", "action", "object_type", "object_id",
                     "source_ip"]
     list_filter = ["action", "tenant"]
     search_fields = ["action", "object_id", "actor__username"]
     readonly_fields = [f for f in list_display] + ["details"]
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(MonthlyUsage)
-class MonthlyUsageAdmin(admin.ModelAdmin):
+class MonthlyUsageAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     """Every tenant's usage by month, as the beat last computed it (operator-wide view)."""
 
     list_display = ["month", "tenant", "desktop_hours", "session_hours", "vcpu_hours",
@@ -69,25 +63,11 @@ class MonthlyUsageAdmin(admin.ModelAdmin):
     list_filter = ["month", "tenant"]
     readonly_fields = list_display
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(UsageEvent)
-class UsageEventAdmin(admin.ModelAdmin):
+class UsageEventAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+    deletable = False  # append-only
     list_display = ["at", "tenant", "subject", "subject_id", "state", "active", "vcpus",
                     "memory_mb"]
     list_filter = ["subject", "active", "tenant"]
     search_fields = ["subject_id"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -1,5 +1,6 @@
 from django.contrib import admin, messages
 
+from .adminutils import ReadOnlyAdmin
 from .choices import POWER_OPERATIONS_FROM, OperationKind
 from .errors import ServiceError
 from .models import Desktop, IdempotentRequest, Image, Operation, Pool, PoolEntitlement
@@ -104,17 +105,11 @@ class DesktopAdmin(admin.ModelAdmin):
 
 
 @admin.register(Operation)
-class OperationAdmin(admin.ModelAdmin):
+class OperationAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     list_display = ["id", "tenant", "kind", "state", "desktop", "actor", "attempts",
                     "created_at", "finished_at"]
     list_filter = ["state", "kind", "tenant"]
     search_fields = ["desktop__name", "error"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(PoolEntitlement)
@@ -126,14 +121,8 @@ class PoolEntitlementAdmin(admin.ModelAdmin):
 
 
 @admin.register(IdempotentRequest)
-class IdempotentRequestAdmin(admin.ModelAdmin):
+class IdempotentRequestAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     list_display = ["key", "user", "status_code", "created_at"]
     search_fields = ["key", "user__username"]
     readonly_fields = ["user", "key", "fingerprint", "status_code", "response", "headers",
                        "created_at"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False

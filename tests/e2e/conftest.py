@@ -12,11 +12,10 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from hypervisors.choices import HostState
 from hypervisors.models import Host
 from tenants.scoping import scopes_disabled
-from tests.e2e.lab import tail
-from tests.processes import celery_worker, wait_for
+from tests.e2e.lab import register_lab_host
+from tests.processes import celery_worker
 from vdi.choices import ImageBoot
 from vdi.models import Desktop, Image
 from vdi.services import image_save
@@ -118,23 +117,7 @@ def worker(remove_guests, tmp_path, lab):
 @pytest.fixture
 def lab_host(api, lab, worker) -> Host:
     """The lab's libvirtd, registered as staff would: through the API, probed by the worker."""
-    response = api("staff").post("/api/v1/hosts/", {
-        "name": "lab-1", "uri": lab["VDI_LAB_URI"], "virt_type": "qemu",
-        "console_address": lab["VDI_LAB_CONSOLE_ADDRESS"], "storage_pool": lab["VDI_LAB_POOL"],
-        "max_concurrent_boots": 2,
-    }, format="json")
-    assert response.status_code == 201, response.content
-    host = Host.objects.get(pk=response.json()["id"])
-
-    def up():
-        host.refresh_from_db()
-        assert host.state in (HostState.NEW, HostState.UP), host.last_error
-        return host.state == HostState.UP
-
-    wait_for(up, 90, lambda: f"the lab host to come up (worker log:\n{tail(worker)})")
-    assert "qemu" in host.virt_types
-    assert lab["VDI_LAB_BASE_VOLUME"] in host.volumes
-    return host
+    return register_lab_host(api, lab, worker, name="lab-1", uri=lab["VDI_LAB_URI"])
 
 
 @pytest.fixture

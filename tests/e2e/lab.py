@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hypervisors.choices import HostState
+from hypervisors.models import Host
 from tenants.scoping import scopes_disabled
 from tests.processes import wait_for
 from vdi.models import Desktop, Operation
@@ -38,3 +40,25 @@ def wait_desktop(desktop: Desktop, state: str, worker: Path, timeout_s: float = 
 def serial_log(desktop: Desktop) -> str:
     path = Path(f"/var/log/libvirt/qemu/{desktop.name}-serial.log")
     return path.read_text(errors="replace") if path.exists() else ""
+
+
+def register_lab_host(api, lab, worker: Path, *, name: str, uri: str) -> Host:
+    """Register the lab's libvirtd as staff would, through the API, and wait for the
+    worker's check to bring it up with its virt types and the lab's base volume."""
+    response = api("staff").post("/api/v1/hosts/", {
+        "name": name, "uri": uri, "virt_type": "qemu",
+        "console_address": lab["VDI_LAB_CONSOLE_ADDRESS"], "storage_pool": lab["VDI_LAB_POOL"],
+        "max_concurrent_boots": 2,
+    }, format="json")
+    assert response.status_code == 201, response.content
+    host = Host.objects.get(pk=response.json()["id"])
+
+    def up():
+        host.refresh_from_db()
+        assert host.state in (HostState.NEW, HostState.UP), host.last_error
+        return host.state == HostState.UP
+
+    wait_for(up, 90, lambda: f"host {name} to come up (worker log:\n{tail(worker)})")
+    assert "qemu" in host.virt_types
+    assert lab["VDI_LAB_BASE_VOLUME"] in host.volumes
+    return host

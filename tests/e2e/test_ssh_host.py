@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from hypervisors.choices import HostState
-from hypervisors.models import Host
-from tests.e2e.lab import desktop_in, tail
-from tests.processes import wait_for
+from tests.e2e.lab import desktop_in, register_lab_host
 from vdi.choices import DesktopState
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -34,23 +31,8 @@ def test_a_host_registered_with_a_qemu_ssh_uri_comes_up_and_runs_a_desktop(
     api, lab, make_pool, worker, libvirt_conn, lab_image
 ):
     ssh_uri = lab_ssh_uri(lab)
-    response = api("staff").post("/api/v1/hosts/", {
-        "name": "lab-ssh", "uri": ssh_uri, "virt_type": "qemu",
-        "console_address": lab["VDI_LAB_CONSOLE_ADDRESS"], "storage_pool": lab["VDI_LAB_POOL"],
-        "max_concurrent_boots": 2,
-    }, format="json")
-    assert response.status_code == 201, response.content
-    host = Host.objects.get(pk=response.json()["id"])
+    host = register_lab_host(api, lab, worker, name="lab-ssh", uri=ssh_uri)
     assert host.uri == ssh_uri  # the query (keyfile, no_verify) is kept as given
-
-    def up():
-        host.refresh_from_db()
-        assert host.state in (HostState.NEW, HostState.UP), host.last_error
-        return host.state == HostState.UP
-
-    wait_for(up, 90, lambda: f"the SSH host to come up (worker log:\n{tail(worker)})")
-    assert "qemu" in host.virt_types
-    assert lab["VDI_LAB_BASE_VOLUME"] in host.volumes
 
     pool = make_pool(image=lab_image, memory_mb=160, protocol="spice", min_ready=1)
 
