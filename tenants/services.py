@@ -20,6 +20,7 @@ from django.urls import reverse
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
+from vdi import context
 from vdi.errors import Conflict, Forbidden, InvalidInput, NotFound, QuotaExceeded
 
 from .choices import ADMIN_ROLES, Role, TenantStatus
@@ -117,11 +118,12 @@ def quota_check_sessions(*, tenant: Tenant, live_sessions: int) -> None:
 def audit_record(*, tenant: Tenant, actor, action: str, target, details: dict | None = None,
                  source_ip: str | None = None) -> AuditEvent:
     """Append one entry to the tenant's audit trail. ``target`` is the model instance acted
-    on. Never put secrets (passwords, tokens) in ``details``."""
+    on. Never put secrets (passwords, tokens) in ``details``. The source address defaults to
+    the current request's (``vdi.context``)."""
     return AuditEvent.objects.create(
         tenant=tenant, actor=actor if getattr(actor, "is_authenticated", False) else None,
         action=action, object_type=target._meta.label_lower, object_id=str(target.pk),
-        details=details or {}, source_ip=source_ip,
+        details=details or {}, source_ip=source_ip or context.current().source_ip,
     )
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 
-from celery import shared_task
+from celery import current_task, shared_task
 
 from tenants.scoping import scopes_disabled
+from vdi.context import Source, bind
 
 
 def platform_task(name: str, **options):
@@ -15,7 +16,9 @@ def platform_task(name: str, **options):
     def decorate(fn):
         @functools.wraps(fn)
         def run(*args, **kwargs):
-            with scopes_disabled():
+            request_id = getattr(getattr(current_task, "request", None), "id", None)
+            with scopes_disabled(), bind(source=Source.TASK, request_id=request_id,
+                                         source_ip=None, request=None):
                 return fn(*args, **kwargs)
 
         return shared_task(name=name, **options)(run)
