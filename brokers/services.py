@@ -18,11 +18,14 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from kombu.exceptions import OperationalError
 
 from hypervisors.drivers import ConsoleTicketUnsupported, DriverError, driver_for
 from hypervisors.services import host_room
+from tenants.audit import audit_record, audited
+from tenants.choices import AuditResult
 from tenants.scoping import scopes_disabled
-from tenants.services import audit_record, quota_check_desktops, quota_check_sessions
+from tenants.services import quota_check_desktops, quota_check_sessions
 from tenants.services import tenant_lock
 from tenants.services import tenant_require_active
 from vdi.choices import (
@@ -34,6 +37,7 @@ from vdi.choices import (
     Protocol,
 )
 from vdi.errors import Conflict, Forbidden
+from vdi.metrics import TICKET_ISSUE_SECONDS, observe_seconds
 from vdi.models import Desktop, Operation, Pool
 from vdi.services import pool_autoscale_enqueue, desktop_claim_spare, desktop_create
 from vdi.services import operation_create
@@ -85,6 +89,19 @@ class ConnectResult:
 
 # --- connect --------------------------------------------------------------------------------
 def session_connect(*, user, pool: Pool) -> ConnectResult:
+    """Connect ``user`` to ``pool``: their live session there, else a new one. A ready
+    session comes with a console ticket (issued and audited on its own)."""
+    with audited(action="session.connect", tenant=pool.tenant, target=pool,
+                 actor=user) as audit:
+        session = _session_for(user=user, pool=pool)
+        audit.details = {"session": session.id, "desktop": session.desktop_id,
+                         "state": session.state}
+    if session.state in READY_STATES:
+        return ConnectResult(session=session, ticket=ticket_issue(session=session, user=user))
+    return ConnectResult(session=session)
+
+
+def _session_for(*, user, pool: Pool) -> Session:
     tenant_require_active(tenant=pool.tenant)
     if pool.is_deleting:
         raise Conflict("This pool is being deleted.", code="pool_deleting")
@@ -107,9 +124,7 @@ def session_connect(*, user, pool: Pool) -> ConnectResult:
             quota_check_sessions(tenant=tenant, live_sessions=live)
             session = _session_open(tenant=tenant, pool=pool, user=user)
             pool_autoscale_enqueue(pool)
-    if session.state in READY_STATES:
-        return ConnectResult(session=session, ticket=ticket_issue(session=session, user=user))
-    return ConnectResult(session=session)
+    return session
 
 
 def _desktop_lost(session: Session) -> bool:
@@ -185,7 +200,8 @@ def sessions_end_for_pool(*, pool: Pool) -> None:
 
 
 def sessions_end_for_desktop(*, desktop: Desktop) -> None:
-    """The desktop was lost (stopped or deleted outside the portal): its sessions end."""
+    """The desktop was lost (stopped or deleted outside the portal, or its host stopped
+    answering): its sessions end."""
     for session in Session.objects.filter(desktop=desktop, state__in=LIVE_SESSION_STATES):
         session_end(session=session, actor=None, reason=EndReason.DESKTOP_LOST)
 
@@ -224,6 +240,22 @@ def _new_password(protocol: str) -> str:
 
 def ticket_issue(*, session: Session, user, kind: str = TicketKind.NATIVE,
                  takeover: bool = False) -> IssuedTicket | None:
+    """``_ticket_issue``, audited as ``session.ticket``: the kind, protocol and ticket, never
+    the password or token; no worker answering in time is a failure (the client retries)."""
+    with audited(action="session.ticket", tenant=session.tenant, target=session, actor=user,
+                 details={"kind": kind, "takeover": takeover}) as audit:
+        issued = _ticket_issue(session=session, user=user, kind=kind, takeover=takeover)
+        if issued is None:
+            audit.result = AuditResult.FAILED
+            audit.details["error"] = {"code": "timeout",
+                                      "message": "no worker answered in time"}
+        else:
+            audit.details.update(ticket=str(issued.ticket.id), protocol=issued.ticket.protocol,
+                                 password_applied=issued.ticket.password_applied)
+    return issued
+
+
+def _ticket_issue(*, session: Session, user, kind: str, takeover: bool) -> IssuedTicket | None:
     """Set a fresh console password on the session's desktop and return it once.
 
     Only the session's own user gets tickets: the desktop has one console owner (an admin
@@ -247,17 +279,30 @@ def ticket_issue(*, session: Session, user, kind: str = TicketKind.NATIVE,
     protocol = Protocol.VNC if kind == TicketKind.BROWSER else session.pool.protocol
     password = _new_password(protocol)
     expires_at = timezone.now() + timedelta(seconds=session.pool.effective_ticket_ttl_s)
-    result = ticket_apply_task.apply_async(
-        kwargs={"desktop_id": str(desktop.id), "protocol": protocol, "password": password,
-                "valid_until": expires_at.isoformat(), "disconnect": takeover},
-        kwargsrepr=f"{{'desktop_id': '{desktop.id}', 'protocol': '{protocol}', 'password': '***'}}",
-        queue="console",
-    )
-    try:
-        outcome = result.get(timeout=settings.VDI["TICKET_WAIT_S"], propagate=True)
-    except CeleryTimeout:
-        logger.warning("ticket for session %s: no worker answered in time", session.id)
-        return None
+    with observe_seconds(TICKET_ISSUE_SECONDS, protocol=protocol, outcome="error") as labels:
+        try:
+            result = ticket_apply_task.apply_async(
+                kwargs={"desktop_id": str(desktop.id), "protocol": protocol,
+                        "password": password, "valid_until": expires_at.isoformat(),
+                        "disconnect": takeover},
+                kwargsrepr=(f"{{'desktop_id': '{desktop.id}', 'protocol': '{protocol}', "
+                            "'password': '***'}"),
+                queue="console",
+            )
+            outcome = result.get(timeout=settings.VDI["TICKET_WAIT_S"], propagate=True)
+        except CeleryTimeout:
+            labels["outcome"] = "pending"
+            logger.warning("ticket for session %s: no worker answered in time", session.id)
+            return None
+        except (OperationalError, RuntimeError) as error:
+            # The broker or the result store (Celery's Redis result consumer gives up with a
+            # RuntimeError) is unreachable: the client asks again, as after a time-out.
+            labels["outcome"] = "pending"
+            logger.warning("ticket for session %s: the broker is unreachable: %s", session.id,
+                           error)
+            return None
+        if not outcome.get("error"):
+            labels["outcome"] = "issued"
     if outcome.get("error"):
         raise Conflict(f"The console could not be prepared: {outcome['error']}",
                        code="console_unavailable")
@@ -296,6 +341,9 @@ def console_token_consume(*, token: str) -> ConsoleTarget | None:
             return None
         used = ConnectionTicket.objects.filter(pk=ticket.pk, used_at__isnull=True).update(
             used_at=now)
+    audit_record(tenant=ticket.tenant, actor=None, action="session.console",
+                 target=ticket.session, result=AuditResult.OK if used else AuditResult.DENIED,
+                 details={"ticket": str(ticket.id), "replayed": not used})
     if not used:
         logger.warning("console token of ticket %s replayed: refused", ticket.id)
         return None
@@ -319,11 +367,12 @@ def ticket_apply(*, desktop: Desktop, protocol: str, password: str, valid_until:
 
 
 # --- takeover -------------------------------------------------------------------------------
-def session_takeover(*, desktop: Desktop, actor, source_ip: str | None = None) -> ConnectResult:
+def session_takeover(*, desktop: Desktop, actor) -> ConnectResult:
     """A tenant admin takes a desktop's console over: the owner's live session ends (reason
     ``admin``, no logoff policy applied), the admin gets a session of their own with a fresh
     ticket, and the takeover goes into the tenant's audit trail."""
-    with transaction.atomic():
+    with audited(action="desktop.takeover", tenant=desktop.tenant, target=desktop,
+                 actor=actor) as audit, transaction.atomic():
         desktop = Desktop.objects.select_for_update().get(pk=desktop.pk)
         if desktop.state != DesktopState.RUNNING:
             raise Conflict("Only a running desktop can be taken over.",
@@ -339,12 +388,11 @@ def session_takeover(*, desktop: Desktop, actor, source_ip: str | None = None) -
             state=SessionState.READY, ready_at=now,
         )
         SESSION_MACHINE.created(session)
-        audit_record(tenant=desktop.tenant, actor=actor, action="desktop.takeover",
-                     target=desktop, source_ip=source_ip, details={
-                         "session": str(session.id),
-                         "ended_sessions": [str(s.id) for s in previous],
-                         "from_users": sorted({s.user.username for s in previous}),
-                     })
+        audit.details = {
+            "session": str(session.id),
+            "ended_sessions": [str(s.id) for s in previous],
+            "from_users": sorted({s.user.username for s in previous}),
+        }
     logger.info("desktop %s taken over by %s", desktop.name, actor)
     return ConnectResult(session=session,
                          ticket=ticket_issue(session=session, user=actor, takeover=True))
@@ -381,13 +429,16 @@ def session_end(*, session: Session, actor, reason: str | None = None) -> Sessio
 
     Without a ``reason``: ``user`` when its own user ends it, ``admin`` when someone else
     (a tenant admin) does."""
-    with transaction.atomic():
+    with audited(action="session.end", tenant=session.tenant, target=session,
+                 actor=actor) as audit, transaction.atomic():
         session = Session.objects.select_for_update().get(pk=session.pk)
         if session.state == SessionState.ENDED:
+            audit.skip()
             return session
         if reason is None:
             reason = EndReason.USER if actor is None or actor.pk == session.user_id \
                 else EndReason.ADMIN
+        audit.details = {"reason": reason, "desktop": session.desktop_id}
         SESSION_MACHINE.apply(session, SessionState.ENDED, end_reason=reason,
                               ended_at=timezone.now())
         desktop = session.desktop
@@ -399,8 +450,9 @@ def session_end(*, session: Session, actor, reason: str | None = None) -> Sessio
 
 def _apply_on_logoff(*, desktop: Desktop, pool: Pool) -> None:
     desktop.refresh_from_db(fields=["state"])
-    if desktop.state in (DesktopState.ERROR, DesktopState.DELETING):
-        # A broken floating desktop is nobody's: the user gets a working one next time.
+    if desktop.state in (DesktopState.ERROR, DesktopState.DELETING, DesktopState.UNKNOWN):
+        # A broken floating desktop, or one lost with its host, is nobody's: the user gets a
+        # working one next time (one that comes back is reset first).
         Desktop.objects.filter(pk=desktop.pk).update(assigned_user=None)
         return
     busy = Operation.objects.filter(desktop=desktop,

@@ -7,13 +7,16 @@ from django.conf import settings
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from tenants.portal import tenant_page
+from tenants.portal import page_of, poll_ms, tenant_page
+from vdi.choices import DesktopState
 from vdi.errors import ServiceError
+from vdi.security import csp_allows_console_proxy
 from vdi.selectors import pool_list_for_user
+from vdi.views import dashboard_answer
 
-from .choices import SessionState, TicketKind
+from .choices import LIVE_SESSION_STATES, SessionState, TicketKind
 from .consolefile import vv_response
 from .selectors import session_list_for_user
 from .services import session_connect, session_end, ticket_issue
@@ -23,15 +26,42 @@ def _own_session(request, pk):
     return get_object_or_404(session_list_for_user(user=request.user, is_admin=False), pk=pk)
 
 
-def _session_page(request, session, issued=None, status=200):
-    context = {"session": session, "issued": issued,
-               "retry_after": settings.VDI["RETRY_AFTER_S"]}
-    return render(request, "portal/session.html", context, status=status)
+def _session_page(request, session, issued=None):
+    context = {"session": session, "issued": issued, **_session_progress(session)}
+    return render(request, "portal/session.html", context)
+
+
+# How far a pending Connect has come, by what its desktop is doing: (step, of steps, words).
+_PREPARING_STEPS = {
+    DesktopState.PENDING: (1, "Waiting for a host"),
+    DesktopState.PROVISIONING: (2, "Creating the desktop"),
+    DesktopState.STOPPED: (3, "Starting the desktop"),
+    DesktopState.STARTING: (3, "Starting the desktop"),
+    DesktopState.RUNNING: (4, "Opening the console"),
+}
+
+
+def _session_progress(session) -> dict:
+    """What the "preparing your desktop" page shows about a pending session, and how soon it
+    asks again."""
+    if session.state != SessionState.PENDING:
+        return {"progress": None, "poll_ms": 0}
+    desktop_state = session.desktop.state if session.desktop else DesktopState.PENDING
+    step, words = _PREPARING_STEPS.get(desktop_state, (1, "Waiting for the desktop"))
+    operation = session.operation
+    if operation is not None and operation.waiting_for:
+        words = "Waiting for a free boot slot on the host"
+    return {"progress": {"step": step, "steps": len(set(_PREPARING_STEPS.values())),
+                         "words": words},
+            "poll_ms": poll_ms(changing=True), "retry_after": settings.VDI["RETRY_AFTER_S"]}
 
 
 @require_POST
 @tenant_page
 def connect(request, pk):
+    """Connect to a pool. Ready: the session's page with the fresh ticket's connection
+    details. Pending: a redirect to the session's page, "preparing your desktop", which
+    follows the preparation live and moves on once the desktop is ready."""
     access = request.tenant_access
     pool = get_object_or_404(pool_list_for_user(user=request.user, is_admin=access.is_admin),
                              pk=pk)
@@ -40,11 +70,15 @@ def connect(request, pk):
     except ServiceError as error:
         messages.error(request, error.message)
         return redirect("portal-dashboard", tenant_slug=access.tenant.slug)
+    if result.pending:
+        return redirect("portal-session", tenant_slug=access.tenant.slug, pk=result.session.pk)
     return _session_page(request, result.session, result.ticket)
 
 
+@require_http_methods(["GET", "HEAD", "POST"])
 @tenant_page
 def session_detail(request, pk):
+    """The session's page; POST shows a fresh ticket's connection details once."""
     session = _own_session(request, pk)
     issued = None
     if request.method == "POST":
@@ -52,7 +86,34 @@ def session_detail(request, pk):
             issued = ticket_issue(session=session, user=request.user)
         except ServiceError as error:
             messages.error(request, error.message)
+        else:
+            if issued is None:
+                messages.warning(request, "The desktop did not answer in time; please try "
+                                          "again.")
     return _session_page(request, session, issued)
+
+
+@require_safe
+@tenant_page
+def session_status(request, pk):
+    """The live part of a pending session's page. Once the session is no longer pending the
+    whole page reloads (``HX-Refresh``) to offer the console or explain what happened."""
+    session = _own_session(request, pk)
+    response = render(request, "portal/partials/session_status.html",
+                      {"session": session, **_session_progress(session)})
+    if session.state != SessionState.PENDING:
+        response["HX-Refresh"] = "true"
+    return response
+
+
+@require_safe
+@tenant_page
+def session_list(request):
+    """The user's sessions: the live ones first, then the history, newest first."""
+    sessions = session_list_for_user(user=request.user, is_admin=False)
+    live = list(sessions.filter(state__in=LIVE_SESSION_STATES))
+    ended = page_of(request, sessions.exclude(state__in=LIVE_SESSION_STATES))
+    return render(request, "portal/sessions.html", {"live_sessions": live, "ended": ended})
 
 
 @tenant_page
@@ -82,6 +143,7 @@ def console_proxy_url(request) -> str:
 
 
 @never_cache
+@csp_allows_console_proxy
 @tenant_page
 def console(request, pk):
     """The browser console: a fresh VNC ticket and its single-use proxy token, handed to
@@ -121,4 +183,6 @@ def end(request, pk):
     session = _own_session(request, pk)
     session_end(session=session, actor=request.user)
     messages.success(request, "Session ended.")
-    return redirect("portal-dashboard", tenant_slug=session.tenant.slug)
+    if request.POST.get("next") == "sessions":
+        return redirect("portal-sessions", tenant_slug=session.tenant.slug)
+    return dashboard_answer(request)

@@ -1,6 +1,9 @@
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
+from vdi.admin import DesktopInline
+from vdi.adminutils import AuditedAdmin
+
 from .models import Host
 from .services import (
     host_activate,
@@ -15,7 +18,7 @@ from .services import (
 def _usage_bar(used: int, capacity: int, unit: str = ""):
     """A bar of what desktops commit against what the host offers after overcommit."""
     return format_html(
-        '<meter min="0" max="{}" value="{}" high="{}" style="width:8em"></meter> {}/{}{}',
+        '<meter min="0" max="{}" value="{}" high="{}"></meter> {}/{}{}',
         max(capacity, 1), used, 0.9 * max(capacity, 1), used, capacity, unit,
     )
 
@@ -29,8 +32,16 @@ def _run_on_hosts(service, done: str):
     return run
 
 
+class HostDesktopInline(DesktopInline):
+    """The host's desktops (read-only, the newest ones): which tenant and pool each serves."""
+
+    fk_name = "host"
+    fields = ["name", "tenant", "pool", "state", "assigned_user", "state_changed_at"]
+    readonly_fields = fields
+
+
 @admin.register(Host)
-class HostAdmin(admin.ModelAdmin):
+class HostAdmin(AuditedAdmin, admin.ModelAdmin):
     list_display = ["name", "state", "enabled", "vcpus_in_use", "memory_in_use", "desktop_count",
                     "virt_type", "uri", "last_seen_at", "problem"]
     list_filter = ["state", "enabled", "virt_type"]
@@ -39,9 +50,13 @@ class HostAdmin(admin.ModelAdmin):
                        "unknown_domains", "failures", "last_seen_at", "last_checked_at",
                        "last_error"]
     actions = ["drain", "activate", "enable", "disable", "refresh"]
+    inlines = [HostDesktopInline]
 
     def get_queryset(self, request):
         return host_usage()
+
+    def get_inlines(self, request, obj):
+        return self.inlines if obj is not None else []  # a new host has no desktops
 
     def save_model(self, request, obj, form, change):
         host_save(host=obj)
@@ -70,5 +85,5 @@ class HostAdmin(admin.ModelAdmin):
         _run_on_hosts(lambda host: host_set_enabled(host=host, enabled=True), "enabled"))
     disable = admin.action(description="Disable")(
         _run_on_hosts(lambda host: host_set_enabled(host=host, enabled=False), "disabled"))
-    refresh = admin.action(description="Refresh now (check and reconcile)")(
+    refresh = admin.action(description="Reconcile now (check the host, compare its domains)")(
         _run_on_hosts(host_refresh, "being checked"))

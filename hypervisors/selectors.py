@@ -1,6 +1,12 @@
+from .choices import HostState
 from .models import Host
+
+SIMULATED_URI_PREFIX = "test"  # as Host.is_simulated
 
 
 def simulated_hosts_in_use() -> bool:
-    """True when an enabled host is libvirt's test driver: its consoles never answer."""
-    return Host.objects.filter(enabled=True, uri__startswith="test").exists()
+    """True when the desktops can only be on libvirt's test driver: a host that is up is
+    simulated and none that is up runs a real hypervisor, so no console answers."""
+    up = Host.objects.filter(state=HostState.UP)
+    return (up.filter(uri__startswith=SIMULATED_URI_PREFIX).exists()
+            and not up.exclude(uri__startswith=SIMULATED_URI_PREFIX).exists())

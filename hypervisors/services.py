@@ -1,7 +1,8 @@
 """Hosts: registration, health checks, reconciliation, placement and host events.
 
 Hosts are platform-owned, so these services look across tenants (``scopes_disabled``) when
-they touch desktops; they run for staff or in workers, never on a tenant's behalf.
+they touch desktops; they run for staff or in workers, never on a tenant's behalf. Their audit
+entries are the platform's (no tenant), by the requesting staff user or by the platform.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from django.db import transaction
 from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
+from tenants.audit import audit_record, audited
 from tenants.scoping import scopes_disabled
 from vdi.choices import DesktopState
 from vdi.errors import Conflict
@@ -43,6 +45,11 @@ SETTLED_STATES = (DesktopState.RUNNING, DesktopState.STOPPED)
 
 
 # --- registration and operator actions ------------------------------------------------------
+def _host_audited(host: Host, verb: str, **details):
+    return audited(action=f"host.{verb}", tenant=None, target=host,
+                   details={"name": host.name, **details})
+
+
 def host_create(**fields) -> Host:
     return host_save(host=Host(**fields))
 
@@ -56,9 +63,10 @@ def host_update(*, host: Host, **fields) -> Host:
 def host_save(*, host: Host) -> Host:
     """Validate and save a new or edited host, then check it: the probe fills in what it
     has and brings it up, or records why not."""
-    host.full_clean()
-    host.save()
-    host_check_enqueue(host)
+    with _host_audited(host, "create" if host._state.adding else "update", uri=host.uri):
+        host.full_clean()
+        host.save()
+        host_check_enqueue(host)
     return host
 
 
@@ -70,37 +78,41 @@ def host_check_enqueue(host: Host) -> None:
 
 def host_refresh(*, host: Host) -> Host:
     """Check the host and reconcile its desktops now rather than at the next beat."""
-    host_check_enqueue(host)
+    with _host_audited(host, "refresh"):
+        host_check_enqueue(host)
     return host
 
 
 def host_drain(*, host: Host) -> Host:
     """Maintenance: no new desktops, starts or spare hand-outs here; running ones stay."""
-    Host.objects.filter(pk=host.pk).update(state=HostState.MAINTENANCE)
-    host.refresh_from_db()
+    with _host_audited(host, "drain", previous=host.state):
+        Host.objects.filter(pk=host.pk).update(state=HostState.MAINTENANCE)
+        host.refresh_from_db()
     logger.info("host %s drained", host.name)
     return host
 
 
 def host_activate(*, host: Host) -> Host:
     """Out of maintenance (or retry a down host now): the next check decides up or down."""
-    Host.objects.filter(pk=host.pk).update(state=HostState.NEW, failures=0)
-    host.refresh_from_db()
-    host_check_enqueue(host)
+    with _host_audited(host, "activate", previous=host.state):
+        Host.objects.filter(pk=host.pk).update(state=HostState.NEW, failures=0)
+        host.refresh_from_db()
+        host_check_enqueue(host)
     return host
 
 
 def host_set_enabled(*, host: Host, enabled: bool) -> Host:
-    Host.objects.filter(pk=host.pk).update(enabled=enabled)
-    host.refresh_from_db()
-    if enabled:
-        host_check_enqueue(host)
+    with _host_audited(host, "enable" if enabled else "disable"):
+        Host.objects.filter(pk=host.pk).update(enabled=enabled)
+        host.refresh_from_db()
+        if enabled:
+            host_check_enqueue(host)
     return host
 
 
 def host_delete(*, host: Host) -> None:
     """Only an empty host goes: its desktops' disks and domains live there."""
-    with transaction.atomic():
+    with _host_audited(host, "delete"), transaction.atomic():
         host = Host.objects.select_for_update().get(pk=host.pk)
         with scopes_disabled():
             desktops = host.desktops.count()
@@ -158,11 +170,13 @@ def host_check(*, host: Host) -> Host:
         logger.warning("host %s is not fit for desktops: %s", host.name, host.last_error)
     elif was != host.state:
         logger.info("host %s is %s", host.name, host.state)
+    _audit_state_change(host, was)
     host_reconcile(host=host, driver=driver)
     return host
 
 
 def _host_unreachable(host: Host, error: str, now: datetime) -> Host:
+    was = host.state
     Host.objects.filter(pk=host.pk).update(
         failures=F("failures") + 1, last_error=error, last_checked_at=now
     )
@@ -174,7 +188,16 @@ def _host_unreachable(host: Host, error: str, now: datetime) -> Host:
         host.state = HostState.DOWN
     if host.failures >= threshold:
         _desktops_unknown(host)
+    _audit_state_change(host, was)
     return host
+
+
+def _audit_state_change(host: Host, was: str) -> None:
+    """Checks run every minute: only a change of state is worth an entry."""
+    if host.state != was:
+        audit_record(tenant=None, actor=None, action="host.check", target=host,
+                     details={"name": host.name, "from": was, "to": host.state,
+                              "error": host.last_error[:500]})
 
 
 def _desktops_unknown(host: Host) -> None:
@@ -214,12 +237,16 @@ def host_reconcile(*, host: Host, driver: HypervisorDriver | None = None) -> dic
         known = {desktop.name for desktop in desktops}
         known |= set(host.desktops.values_list("name", flat=True))
     unknown = sorted(set(domains) - known)
-    if unknown != host.unknown_domains:
+    previous_unknown = host.unknown_domains
+    if unknown != previous_unknown:
         if unknown:
             logger.warning("host %s has domains the portal did not create (left alone): %s",
                            host.name, ", ".join(unknown))
         Host.objects.filter(pk=host.pk).update(unknown_domains=unknown)
         host.unknown_domains = unknown
+    if changed or unknown != previous_unknown:
+        audit_record(tenant=None, actor=None, action="host.reconcile", target=host,
+                     details={"name": host.name, "desktops": changed, "unknown_domains": unknown})
     return changed
 
 

@@ -4,7 +4,7 @@ from .models import Host
 from .services import host_check
 
 
-@platform_task("hypervisors.host_check", acks_late=True)
+@platform_task("hypervisors.host_check", acks_late=True, ignore_result=True)
 def host_check_task(host_id: str, **_kwargs) -> None:
     # Safe to redeliver: a check only reads the host and settles the database to match.
     host = Host.objects.filter(pk=host_id).first()

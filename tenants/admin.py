@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from vdi.adminutils import ReadOnlyAdmin
+from vdi.adminutils import AuditedAdmin, ReadOnlyAdmin
 
 from .choices import TenantStatus
 from .models import AuditEvent, Membership, MonthlyUsage, Tenant, UsageEvent
@@ -14,7 +14,7 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(Tenant)
-class TenantAdmin(admin.ModelAdmin):
+class TenantAdmin(AuditedAdmin, admin.ModelAdmin):
     list_display = ["slug", "name", "status", "max_desktops", "max_vcpus", "max_memory_mb",
                     "max_sessions", "created_at"]
     list_filter = ["status"]
@@ -37,7 +37,7 @@ class TenantAdmin(admin.ModelAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(AuditedAdmin, admin.ModelAdmin):
     list_display = ["user", "tenant", "role", "created_at"]
     list_filter = ["role", "tenant"]
     search_fields = ["user__username", "tenant__slug"]
@@ -46,12 +46,15 @@ class MembershipAdmin(admin.ModelAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+    """Every tenant's trail and the platform's own entries (no tenant: hosts, public images,
+    tokens), which only staff see."""
+
     deletable = False  # append-only
-    list_display = ["created_at", "tenant", "actor", "action", "object_type", "object_id",
-                    "source_ip"]
-    list_filter = ["action", "tenant"]
-    search_fields = ["action", "object_id", "actor__username"]
-    readonly_fields = [f for f in list_display] + ["details"]
+    list_display = ["created_at", "tenant", "actor_name", "action", "result", "object_type",
+                    "object_id", "source", "source_ip", "request_id"]
+    list_filter = ["result", "source", "action", "tenant"]  # tenant "-": platform entries
+    search_fields = ["action", "object_id", "actor_name", "request_id"]
+    readonly_fields = list_display + ["actor", "details"]
 
 
 @admin.register(MonthlyUsage)

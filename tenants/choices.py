@@ -13,3 +13,22 @@ class Role(models.TextChoices):
 
 
 ADMIN_ROLES = frozenset({Role.OWNER, Role.ADMIN})
+
+
+class AuditResult(models.TextChoices):
+    """How an audited mutation ended."""
+
+    OK = "ok", "OK"  # done (or accepted: the work it started is recorded when it finishes)
+    DENIED = "denied", "Denied"  # the actor may not do this (403)
+    REJECTED = "rejected", "Rejected"  # refused as asked: bad input, state, quota (400, 409)
+    FAILED = "failed", "Failed"  # allowed and attempted, but it broke
+
+
+class AuditSource(models.TextChoices):
+    """Through what the mutation came (``vdi.context.Source``)."""
+
+    API = "api", "REST API"
+    PORTAL = "portal", "Portal"
+    ADMIN = "admin", "Django admin"
+    TASK = "task", "Background task"
+    SYSTEM = "system", "System"

@@ -5,11 +5,11 @@ from .selectors import tenant_list_for_user
 
 
 def tenancy(request):
+    """The organisation being viewed, the user's organisations (the switcher) and whether
+    the banner must say that hosts are simulated (on every page, the login page too)."""
+    context = {"simulated_hosts": simulated_hosts_in_use()}
     user = getattr(request, "user", None)
-    if user is None or not user.is_authenticated:
-        return {}
-    return {
-        "current_tenant": current_tenant(),
-        "user_tenants": tenant_list_for_user(user=user),
-        "simulated_hosts": simulated_hosts_in_use(),
-    }
+    if user is not None and user.is_authenticated:
+        context.update(current_tenant=current_tenant(),
+                       user_tenants=tenant_list_for_user(user=user))
+    return context

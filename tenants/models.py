@@ -2,10 +2,11 @@ import uuid
 
 from django.conf import settings
 from django.core.validators import RegexValidator
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 
-from .choices import ADMIN_ROLES, Role, TenantStatus
-from .scoping import TenantScopedManager
+from .choices import ADMIN_ROLES, AuditResult, AuditSource, Role, TenantStatus
+from .scoping import TenantScopedManager, TenantScopedQuerySet
 
 slug_validator = RegexValidator(
     r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$",
@@ -75,29 +76,67 @@ class Membership(TenantOwnedModel):
         return self.role in ADMIN_ROLES
 
 
+class AppendOnlyError(RuntimeError):
+    """An audit entry was about to be changed or deleted: the trail is append-only."""
+
+
+class AuditEventQuerySet(TenantScopedQuerySet):
+    def update(self, **kwargs):
+        raise AppendOnlyError("Audit entries are never changed.")
+
+    def delete(self):
+        raise AppendOnlyError("Audit entries are never deleted.")
 
 
 class AuditEvent(TenantOwnedModel):
-    """Who did what to which object of a tenant, when and from where. Append-only."""
+    """Who did what to which object, when, through what, from where, and how it ended.
+
+    Append-only: the model, its queryset and, on PostgreSQL, a trigger refuse updates and
+    deletes (migration 0003). A tenant's entries are its own audit trail; platform actions
+    on objects no tenant owns (hosts, public images) have no tenant and only staff see them,
+    in Django admin. A tenant with entries can't be deleted (``PROTECT``; suspend it
+    instead), so its trail is never lost with it. Deleting a user empties ``actor`` (the one
+    change allowed) and their entries keep ``actor_name``.
+    """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, null=True, blank=True,
+                               related_name="+", help_text="Empty for platform actions.")
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
         related_name="+", help_text="Empty when the platform acted on its own.",
     )
+    actor_name = models.CharField(max_length=150, blank=True,
+                                  help_text="The actor's username at the time.")
     action = models.CharField(max_length=64, help_text="e.g. session.takeover")
     object_type = models.CharField(max_length=64)
-    object_id = models.CharField(max_length=64)
-    details = models.JSONField(default=dict, blank=True)
+    object_id = models.CharField(max_length=64, blank=True)
+    result = models.CharField(max_length=8, choices=AuditResult.choices,
+                              default=AuditResult.OK)
+    details = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    source = models.CharField(max_length=8, choices=AuditSource.choices,
+                              default=AuditSource.SYSTEM)
     source_ip = models.GenericIPAddressField(null=True, blank=True)
+    request_id = models.CharField(max_length=64, blank=True,
+                                  help_text="The request's X-Request-ID, or the task's id.")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    objects = TenantScopedManager.from_queryset(AuditEventQuerySet)()
 
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["tenant", "created_at"])]
 
     def __str__(self) -> str:
-        return f"{self.action} {self.object_type} {self.object_id}"
+        return f"{self.action} {self.object_type} {self.object_id} ({self.result})"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise AppendOnlyError("Audit entries are never changed.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyError("Audit entries are never deleted.")
 
 
 class UsageSubject(models.TextChoices):

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import functools
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 
 from .resolution import activate_tenant
+
+PAGE_SIZE = 50
 
 
 def tenant_page(view):
@@ -19,3 +24,29 @@ def tenant_page(view):
         return view(request, *args, **kwargs)
 
     return wrapper
+
+
+def tenant_admin_page(view):
+    """``tenant_page`` for the organisation's owners and admins (and platform staff):
+    non-members get 404 as everywhere, members 403."""
+
+    @tenant_page
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if not request.tenant_access.is_admin:
+            raise PermissionDenied("Only the organisation's owners and admins may open this page.")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def poll_ms(*, changing: bool) -> int:
+    """How soon a live part of a page asks again: every ``VDI["PORTAL_POLL_S"]`` while
+    something is changing, five times slower once everything has settled."""
+    seconds = settings.VDI["PORTAL_POLL_S"] * (1 if changing else 5)
+    return max(100, round(seconds * 1000))
+
+
+def page_of(request, items, per_page: int = PAGE_SIZE):
+    """The ``?page=`` page of ``items`` (the last one if out of range)."""
+    return Paginator(items, per_page).get_page(request.GET.get("page"))

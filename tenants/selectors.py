@@ -1,7 +1,13 @@
-from django.db.models import QuerySet
+from __future__ import annotations
 
-from .models import Membership, Tenant
-from .scoping import scopes_disabled
+from datetime import date, datetime
+
+from django.db.models import Count, QuerySet, Sum
+from django.utils import timezone
+
+from .models import AuditEvent, Membership, MonthlyUsage, Tenant
+from .scoping import scopes_disabled, tenant_scope
+from .usage import month_bounds, usage_for_month
 
 
 def tenant_list_for_user(*, user) -> QuerySet[Tenant]:
@@ -15,3 +21,65 @@ def tenant_list_for_user(*, user) -> QuerySet[Tenant]:
 
 def membership_list(*, tenant: Tenant) -> QuerySet[Membership]:
     return Membership.objects.filter(tenant=tenant).select_related("user")
+
+
+def quota_usage(*, tenant: Tenant) -> list[dict]:
+    """Each quota of the tenant with what is in use against it, as the quota checks count it:
+    desktops not being deleted (with their vCPUs and memory) and live sessions. ``limit`` is
+    None for an unlimited quota."""
+    from brokers.choices import LIVE_SESSION_STATES
+    from brokers.models import Session
+    from vdi.choices import DesktopState
+    from vdi.models import Desktop
+
+    with tenant_scope(tenant):
+        desktops = Desktop.objects.exclude(state=DesktopState.DELETING).aggregate(
+            count=Count("id"), vcpus=Sum("vcpus"), memory=Sum("memory_mb"))
+        sessions = Session.objects.filter(state__in=LIVE_SESSION_STATES).count()
+    return [
+        {"quota": "max_desktops", "label": "Desktops", "unit": "",
+         "used": desktops["count"], "limit": tenant.max_desktops},
+        {"quota": "max_vcpus", "label": "vCPUs", "unit": "",
+         "used": desktops["vcpus"] or 0, "limit": tenant.max_vcpus},
+        {"quota": "max_memory_mb", "label": "Memory", "unit": "MiB",
+         "used": desktops["memory"] or 0, "limit": tenant.max_memory_mb},
+        {"quota": "max_sessions", "label": "Concurrent sessions", "unit": "",
+         "used": sessions, "limit": tenant.max_sessions},
+    ]
+
+
+def month_list(*, count: int, until: date) -> list[date]:
+    """The first days of the ``count`` months up to and including ``until``'s, oldest first."""
+    months = []
+    year, month = until.year, until.month
+    for _ in range(count):
+        months.append(date(year, month, 1))
+        year, month = (year, month - 1) if month > 1 else (year - 1, 12)
+    return months[::-1]
+
+
+def usage_history(*, tenant: Tenant, months: list[date], now: datetime | None = None) -> list[dict]:
+    """The tenant's figures for each of ``months``: a finished month as the beat stored it
+    (once computed after the month ended), any other computed from the journal now."""
+    now = now or timezone.now()
+    with tenant_scope(tenant):
+        stored = {row.month: row for row in MonthlyUsage.objects.filter(month__in=months)}
+    history = []
+    for month in months:
+        row = stored.get(month)
+        if row is not None and row.computed_at >= month_bounds(month)[1]:
+            history.append({
+                "month": month.strftime("%Y-%m"), "desktop_hours": row.desktop_hours,
+                "session_hours": row.session_hours, "vcpu_hours": row.vcpu_hours,
+                "memory_gb_hours": row.memory_gb_hours, "peak_sessions": row.peak_sessions,
+                "complete": True, "computed_at": row.computed_at,
+            })
+        else:
+            history.append(usage_for_month(tenant=tenant, month=month, now=now))
+    return history
+
+
+def audit_list(*, tenant: Tenant) -> QuerySet[AuditEvent]:
+    """The tenant's audit trail, newest first."""
+    return AuditEvent.objects.filter(tenant=tenant).select_related("actor").order_by(
+        "-created_at")

@@ -20,23 +20,27 @@ from django.urls import reverse
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
-from vdi import context
 from vdi.errors import Conflict, Forbidden, InvalidInput, NotFound, QuotaExceeded
 
+from .audit import audit_record, audited
 from .choices import ADMIN_ROLES, Role, TenantStatus
-from .models import AuditEvent, Membership, Tenant
+from .models import Membership, Tenant
 from .scoping import scopes_disabled, tenant_scope
 
 logger = logging.getLogger(__name__)
 
 
 def tenant_create(*, slug: str, name: str, owner=None, **quotas) -> Tenant:
-    with transaction.atomic():
-        tenant = Tenant(slug=slug, name=name, **quotas)
-        tenant.full_clean()
-        tenant.save()
-        if owner is not None:
-            membership_add(tenant=tenant, user=owner, role=Role.OWNER)
+    tenant = Tenant(slug=slug, name=name, **quotas)
+    details = {"slug": slug, "owner": owner.get_username() if owner else None}
+    # A refused one is a platform entry: the organisation it names does not exist.
+    with audited(action="tenant.create", tenant=None, target=tenant, details=details) as audit:
+        with transaction.atomic():
+            tenant.full_clean()
+            tenant.save()
+            if owner is not None:
+                membership_add(tenant=tenant, user=owner, role=Role.OWNER)
+        audit.tenant = tenant
     return tenant
 
 
@@ -60,18 +64,19 @@ def tenant_set_status(*, tenant: Tenant, status: str, actor) -> Tenant:
     from brokers.models import Session
     from brokers.services import session_end
 
-    with transaction.atomic():
+    with audited(action=f"tenant.{status}", tenant=tenant, target=tenant,
+                 actor=actor) as audit, transaction.atomic():
         tenant = tenant_lock(tenant=tenant)
         if tenant.status == status:
+            audit.skip()
             return tenant
         previous, tenant.status = tenant.status, status
         tenant.save(update_fields=["status"])
+        audit.details = {"from": previous, "to": status}
         with tenant_scope(tenant):
             if status == TenantStatus.SUSPENDED:
                 for session in Session.objects.filter(state__in=LIVE_SESSION_STATES):
                     session_end(session=session, actor=actor, reason="admin")
-            audit_record(tenant=tenant, actor=actor, action=f"tenant.{status}", target=tenant,
-                         details={"from": previous, "to": status})
     return tenant
 
 
@@ -113,18 +118,6 @@ def quota_check_sessions(*, tenant: Tenant, live_sessions: int) -> None:
             f"The organisation's max_sessions quota ({tenant.max_sessions}) is reached.",
             details={"quota": "max_sessions", "limit": tenant.max_sessions},
         )
-
-
-def audit_record(*, tenant: Tenant, actor, action: str, target, details: dict | None = None,
-                 source_ip: str | None = None) -> AuditEvent:
-    """Append one entry to the tenant's audit trail. ``target`` is the model instance acted
-    on. Never put secrets (passwords, tokens) in ``details``. The source address defaults to
-    the current request's (``vdi.context``)."""
-    return AuditEvent.objects.create(
-        tenant=tenant, actor=actor if getattr(actor, "is_authenticated", False) else None,
-        action=action, object_type=target._meta.label_lower, object_id=str(target.pk),
-        details=details or {}, source_ip=source_ip or context.current().source_ip,
-    )
 
 
 # --- members: add, invite, change role, remove -------------------------------------------
@@ -234,8 +227,7 @@ def _invitation_send(*, user, tenant: Tenant, actor, site_url: str) -> None:
 
 
 def membership_invite(*, tenant: Tenant, actor, role: str, username: str | None = None,
-                      email: str | None = None, site_url: str | None = None,
-                      source_ip: str | None = None) -> Membership:
+                      email: str | None = None, site_url: str | None = None) -> Membership:
     """Add a person to the organisation with ``role``: an existing, active user by
     ``username``, or anyone by ``email``.
 
@@ -245,6 +237,18 @@ def membership_invite(*, tenant: Tenant, actor, role: str, username: str | None 
     who never set a password gets a fresh link. Only owners and admins may add people, only
     owners may make someone an owner; adding a member again is a 409 ``already_member``.
     """
+    asked = {"username": username} if email is None else {"email": email}
+    with audited(action="member.add" if email is None else "member.invite", tenant=tenant,
+                 target=Membership, actor=actor, details={**asked, "role": role}) as audit:
+        membership, audit.details = _membership_invite(
+            tenant=tenant, actor=actor, role=role, username=username, email=email,
+            site_url=site_url)
+        audit.target = membership
+    return membership
+
+
+def _membership_invite(*, tenant, actor, role, username, email, site_url):
+    """``membership_invite`` itself: the membership and what the audit entry tells."""
     role = _validate_role(role)
     if (username is None) == (email is None):
         raise InvalidInput("The request is not valid.", details={
@@ -282,51 +286,64 @@ def membership_invite(*, tenant: Tenant, actor, role: str, username: str | None 
         if email is not None and not user.has_usable_password():
             _invitation_send(user=user, tenant=tenant, actor=actor, site_url=site_url)
             link_sent = True
-        details = {"username": user.username, "role": role}
-        if email is not None:
-            details.update(email=email, account_created=created, link_sent=link_sent)
-        audit_record(tenant=tenant, actor=actor, target=membership, source_ip=source_ip,
-                     action="member.invite" if email is not None else "member.add",
-                     details=details)
-    return membership
+    details = {"username": user.username, "role": role}
+    if email is not None:
+        details.update(email=email, account_created=created, link_sent=link_sent)
+    return membership, details
 
 
-def membership_update_role(*, membership: Membership, actor, role: str,
-                           source_ip: str | None = None) -> Membership:
+def membership_update_role(*, membership: Membership, actor, role: str) -> Membership:
     """Change a member's role. Only owners grant or take away the owner role; the last owner
     can't be demoted (409 ``last_owner``). Setting the role it has already changes nothing."""
-    role = _validate_role(role)
     tenant = membership.tenant
-    with transaction.atomic(), tenant_scope(tenant):
+    details = {"username": membership.user.username, "from": membership.role, "to": role}
+    with audited(action="member.role", tenant=tenant, target=membership, actor=actor,
+                 details=details) as audit, transaction.atomic(), tenant_scope(tenant):
+        role = _validate_role(role)
         membership = _membership_locked(membership=membership)
-        previous = membership.role
+        previous = audit.details["from"] = membership.role
         _require_member_admin(tenant=tenant, actor=actor,
                               touches_owner=Role.OWNER in (previous, role))
         if role == previous:
+            audit.skip()
             return membership
         if previous == Role.OWNER and _owner_count(tenant=tenant) <= 1:
             raise Conflict("The organisation's last owner can't be demoted: make someone "
                            "else an owner first.", code="last_owner")
         membership.role = role
         membership.save(update_fields=["role"])
-        audit_record(tenant=tenant, actor=actor, action="member.role", target=membership,
-                     source_ip=source_ip, details={"username": membership.user.username,
-                                                   "from": previous, "to": role})
     return membership
 
 
-def membership_remove(*, membership: Membership, actor, source_ip: str | None = None) -> None:
+def membership_remove(*, membership: Membership, actor) -> None:
     """Take a person out of the organisation (their account stays). Only owners remove
     owners; the last owner can't be removed (409 ``last_owner``)."""
     tenant = membership.tenant
-    with transaction.atomic(), tenant_scope(tenant):
+    details = {"username": membership.user.username, "role": membership.role}
+    with audited(action="member.remove", tenant=tenant, target=membership, actor=actor,
+                 details=details), transaction.atomic(), tenant_scope(tenant):
         membership = _membership_locked(membership=membership)
         _require_member_admin(tenant=tenant, actor=actor,
                               touches_owner=membership.role == Role.OWNER)
         if membership.role == Role.OWNER and _owner_count(tenant=tenant) <= 1:
             raise Conflict("The organisation's last owner can't be removed: make someone "
                            "else an owner first.", code="last_owner")
-        audit_record(tenant=tenant, actor=actor, action="member.remove", target=membership,
-                     source_ip=source_ip, details={"username": membership.user.username,
-                                                   "role": membership.role})
         membership.delete()
+
+
+# --- API tokens ------------------------------------------------------------------------------
+def api_token_create(*, user):
+    """A new API token for ``user``: (its row, the token, shown once). A platform audit
+    entry records that one was issued; the token itself is stored hashed, never recorded."""
+    from knox.models import AuthToken
+
+    instance, token = AuthToken.objects.create(user)
+    audit_record(tenant=None, actor=user, action="token.create", target=user,
+                 details={"expiry": instance.expiry})
+    return instance, token
+
+
+def api_token_revoke(*, instance) -> None:
+    user = instance.user
+    instance.delete()
+    audit_record(tenant=None, actor=user, action="token.revoke", target=user)

@@ -62,13 +62,22 @@ def running(command: list[str], log: Path, ready: str, env: dict[str, str] | Non
 
 
 @contextlib.contextmanager
-def celery_worker(tmp_path: Path, env: dict[str, str] | None = None):
-    """A real worker on the vdi and console queues, after purging what earlier runs left."""
-    subprocess.run([*CELERY, "purge", "-f", "-Q", "vdi,console"], env=_environment(env or {}),
-                   cwd=ROOT, check=True, capture_output=True, timeout=60)
+def celery_worker(tmp_path: Path, env: dict[str, str] | None = None, *, name: str = "worker",
+                  purge: bool = True, beat: bool = False, supervised: bool = False):
+    """A real worker on the vdi and console queues, after purging what earlier runs left
+    (unless ``purge`` is false); with ``beat`` it runs the beat schedule too; ``supervised``,
+    it is started again whenever it exits (tests/faults/supervise.py)."""
+    if purge:
+        subprocess.run([*CELERY, "purge", "-f", "-Q", "vdi,console"],
+                       env=_environment(env or {}), cwd=ROOT, check=True, capture_output=True,
+                       timeout=60)
     command = [*CELERY, "worker", "--pool=threads", "--concurrency=4", "-Q", "vdi,console",
-               "--without-gossip", "--without-mingle", "-l", "info", "-n", "test@%h"]
-    with running(command, tmp_path / "worker.log", "ready.", env) as log:
+               "--without-gossip", "--without-mingle", "-l", "info", "-n", f"{name}@%h"]
+    if beat:
+        command += ["--beat", "--schedule", str(tmp_path / f"{name}-beat-schedule")]
+    if supervised:
+        command = [sys.executable, "-m", "tests.faults.supervise", *command]
+    with running(command, tmp_path / f"{name}.log", "ready.", env) as log:
         yield log
 
 

@@ -1,15 +1,22 @@
 from django.contrib import admin, messages
 
-from .adminutils import ReadOnlyAdmin
+from .adminutils import AuditedAdmin, LimitedInlineFormSet, ReadOnlyAdmin
 from .choices import POWER_OPERATIONS_FROM, OperationKind
 from .errors import ServiceError
 from .models import Desktop, IdempotentRequest, Image, Operation, Pool, PoolEntitlement
 from .selectors import pool_list_for_user
-from .services import desktop_power, image_publish, image_save, pool_delete, pool_save
+from .services import (
+    desktop_power,
+    image_publish,
+    image_save,
+    pool_delete,
+    pool_save,
+    pool_update,
+)
 
 
 @admin.register(Image)
-class ImageAdmin(admin.ModelAdmin):
+class ImageAdmin(AuditedAdmin, admin.ModelAdmin):
     list_display = ["name", "version", "tenant", "os", "base_volume", "boot", "created_at"]
     list_filter = ["boot", "tenant"]
     search_fields = ["name", "base_volume"]
@@ -27,12 +34,18 @@ class ImageAdmin(admin.ModelAdmin):
 
 
 class DesktopInline(admin.TabularInline):
+    """A pool's desktops, read-only and at most ``LimitedInlineFormSet.max_shown`` of them
+    (the Desktops list filters and acts on all)."""
+
     model = Desktop
+    formset = LimitedInlineFormSet
     extra = 0
-    fields = ["name", "state", "host", "assigned_user"]
+    max_num = 0
+    fields = ["name", "state", "host", "assigned_user", "state_changed_at"]
     readonly_fields = fields
     can_delete = False
     show_change_link = True
+    verbose_name_plural = f"Desktops (the newest {LimitedInlineFormSet.max_shown})"
 
 
 class EntitlementInline(admin.TabularInline):
@@ -42,23 +55,52 @@ class EntitlementInline(admin.TabularInline):
 
 
 @admin.register(Pool)
-class PoolAdmin(admin.ModelAdmin):
-    list_display = ["name", "tenant", "kind", "protocol", "image", "min_ready", "min_stopped",
-                    "max_desktops", "desktops", "enabled", "deleting_since"]
+class PoolAdmin(AuditedAdmin, admin.ModelAdmin):
+    list_display = ["name", "tenant", "kind", "protocol", "image", "spares_ready",
+                    "spares_stopped", "max_desktops", "desktops", "enabled", "deleting_since"]
     list_filter = ["kind", "protocol", "enabled", "tenant"]
-    search_fields = ["name"]
+    search_fields = ["name", "tenant__slug"]
     readonly_fields = ["deleting_since"]
     inlines = [EntitlementInline, DesktopInline]
+    actions = ["enable", "disable"]
 
     def get_queryset(self, request):
-        return pool_list_for_user(user=request.user, is_admin=True)
+        return pool_list_for_user(user=request.user, is_admin=True).select_related("tenant")
 
     @admin.display(description="Desktops (on image)")
     def desktops(self, pool):
         return f"{pool.desktop_count} ({pool.desktops_on_image_count})"
 
+    @admin.display(description="Ready spares (wanted)", ordering="ready_count")
+    def spares_ready(self, pool):
+        return f"{pool.ready_count} ({pool.min_ready})"
+
+    @admin.display(description="Stopped spares (wanted)", ordering="stopped_count")
+    def spares_stopped(self, pool):
+        return f"{pool.stopped_count} ({pool.min_stopped})"
+
+    def _set_enabled(self, request, queryset, enabled: bool):
+        done = 0
+        for pool in queryset:
+            try:
+                pool_update(pool=pool, actor=request.user, enabled=enabled)
+                done += 1
+            except ServiceError as error:
+                self.message_user(request, f"{pool.name}: {error.message}", messages.WARNING)
+        if done:
+            self.message_user(request, f"{done} pool(s) {'enabled' if enabled else 'disabled'}.",
+                              messages.SUCCESS)
+
+    @admin.action(description="Enable (accept Connect)")
+    def enable(self, request, queryset):
+        self._set_enabled(request, queryset, True)
+
+    @admin.action(description="Disable (keep the desktops, refuse Connect)")
+    def disable(self, request, queryset):
+        self._set_enabled(request, queryset, False)
+
     def save_model(self, request, obj, form, change):
-        pool_save(pool=obj, actor=request.user)
+        pool_save(pool=obj, actor=request.user, changed=form.changed_data)
 
     # Deleting drains the pool: sessions end, desktops go in the background, then the pool.
     # Its desktops are therefore not an obstacle, whatever the foreign key says.
@@ -94,11 +136,12 @@ def _power_action(kind: str):
 
 
 @admin.register(Desktop)
-class DesktopAdmin(admin.ModelAdmin):
+class DesktopAdmin(AuditedAdmin, admin.ModelAdmin):
     list_display = ["name", "tenant", "pool", "state", "host", "image", "assigned_user",
                     "state_changed_at", "last_error"]
     list_filter = ["state", "tenant", "host"]
-    search_fields = ["name", "assigned_user__username"]
+    list_select_related = ["tenant", "pool", "host", "image", "assigned_user"]
+    search_fields = ["name", "assigned_user__username", "pool__name"]
     readonly_fields = ["state", "state_changed_at", "spice_port", "spice_tls_port", "vnc_port",
                        "volume_name", "last_error"]
     actions = [_power_action(kind) for kind in POWER_OPERATIONS_FROM]
@@ -107,13 +150,19 @@ class DesktopAdmin(admin.ModelAdmin):
 @admin.register(Operation)
 class OperationAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     list_display = ["id", "tenant", "kind", "state", "desktop", "actor", "attempts",
-                    "created_at", "finished_at"]
+                    "created_at", "finished_at", "short_error"]
     list_filter = ["state", "kind", "tenant"]
+    list_select_related = ["tenant", "desktop", "actor"]
     search_fields = ["desktop__name", "error"]
+    date_hierarchy = "created_at"
+
+    @admin.display(description="Error")
+    def short_error(self, operation):
+        return operation.error[:120]
 
 
 @admin.register(PoolEntitlement)
-class PoolEntitlementAdmin(admin.ModelAdmin):
+class PoolEntitlementAdmin(AuditedAdmin, admin.ModelAdmin):
     list_display = ["pool", "user", "tenant"]
     list_filter = ["tenant"]
     search_fields = ["pool__name", "user__username"]

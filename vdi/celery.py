@@ -1,9 +1,36 @@
 import os
 
 from celery import Celery
+from celery.signals import after_setup_logger, after_setup_task_logger, before_task_publish
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "vdi.settings")
 
 app = Celery("vdi")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _log_json(logger, **_kwargs):
+    """Workers and beat set up their own log handlers: with LOG_FORMAT=json they write the
+    same JSON lines as the web processes (a task's lines carry its id as request_id)."""
+    from django.conf import settings
+
+    if settings.LOG_FORMAT == "json":
+        from vdi.logformat import JsonFormatter
+
+        for handler in logger.handlers:
+            handler.setFormatter(JsonFormatter())
+
+
+@before_task_publish.connect
+def _carry_request_id(headers=None, **_kwargs):
+    """A task carries the id of the web request that caused it (through any tasks in
+    between): workers log it as ``origin_request_id`` beside their own task id."""
+    from vdi import context
+    from vdi.logformat import origin_request_id
+
+    origin = origin_request_id() or context.current().request_id
+    if origin and headers is not None:
+        headers.setdefault("origin_request_id", origin)

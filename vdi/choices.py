@@ -54,9 +54,15 @@ DESKTOP_MACHINE = StateMachine(
         _D.RECYCLING: frozenset({_D.STOPPED, _D.ERROR, _D.UNKNOWN}),
         _D.DELETING: frozenset({_D.ERROR}),
         _D.ERROR: frozenset({_D.STARTING, _D.STOPPED, _D.RECYCLING, _D.DELETING}),
-        _D.UNKNOWN: frozenset({_D.RUNNING, _D.STOPPED, _D.ERROR, _D.DELETING}),
+        # unknown -> recycling: a floating desktop nobody holds is reset when its host
+        # answers again.
+        _D.UNKNOWN: frozenset({_D.RUNNING, _D.STOPPED, _D.RECYCLING, _D.ERROR, _D.DELETING}),
     },
 )
+
+# States a desktop passes through on its way somewhere: the portal watches them closely.
+CHANGING_DESKTOP_STATES = (_D.PENDING, _D.PROVISIONING, _D.STARTING, _D.STOPPING,
+                           _D.RECYCLING, _D.DELETING)
 
 
 class OperationKind(models.TextChoices):

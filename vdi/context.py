@@ -1,21 +1,23 @@
 """Who is acting, through what, from where: one context per request or task.
 
 ``RequestContextMiddleware`` binds it for each HTTP request and ``platform_task`` for each
-Celery task; the audit trail (``tenants.services.audit_record``) and the JSON log formatter
+Celery task; the audit trail (``tenants.audit``) and the JSON log formatter
 read it, so no service has to pass the caller's address or request id along by hand.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
-from typing import Iterator
+from typing import Callable, Iterator
 
 from django.conf import settings
 
+logger = logging.getLogger(__name__)
 
 class Source:
     API = "api"
@@ -33,6 +35,9 @@ class RequestContext:
     # The HTTP request, when there is one: DRF authenticates tokens inside the view, so the
     # acting user is read from it lazily (DRF sets the underlying request's ``user``).
     request: object | None = None
+    # Work left for the end of the request or task, once its transactions are over (see
+    # ``defer``); None outside one.
+    deferred: list[Callable[[], None]] | None = None
 
     @property
     def user(self):
@@ -55,6 +60,33 @@ def bind(**changes) -> Iterator[RequestContext]:
         yield _current.get()
     finally:
         _current.reset(token)
+
+
+def defer(callback: Callable[[], None]) -> bool:
+    """Run ``callback`` when the current request or task ends, after every transaction it
+    opened has committed or rolled back. False when there is no request or task: the caller
+    runs it itself."""
+    deferred = _current.get().deferred
+    if deferred is None:
+        return False
+    deferred.append(callback)
+    return True
+
+
+@contextmanager
+def boundary(**changes) -> Iterator[RequestContext]:
+    """``bind`` for a whole request or task: what it defers runs as it ends, even when it
+    fails. A deferred callback that fails is logged, never the caller's problem."""
+    with bind(deferred=[], **changes) as bound:
+        try:
+            yield bound
+        finally:
+            for callback in bound.deferred:
+                try:
+                    callback()
+                except Exception:  # noqa: BLE001 - one failure must not hide the others
+                    logger.exception("deferred work at the end of request %s failed",
+                                     bound.request_id)
 
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -95,8 +127,8 @@ class RequestContextMiddleware:
         given = request.META.get("HTTP_X_REQUEST_ID", "")
         request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         request.request_id = request_id
-        with bind(request_id=request_id, source=request_source(request.path),
-                  source_ip=client_ip(request), request=request):
+        with boundary(request_id=request_id, source=request_source(request.path),
+                      source_ip=client_ip(request), request=request):
             response = self.get_response(request)
         response["X-Request-ID"] = request_id
         return response

@@ -21,6 +21,8 @@ from hypervisors.domain_xml import DomainSpec, build_domain_xml
 from hypervisors.drivers import DriverError, PowerState, TransientDriverError, driver_for
 from hypervisors.models import Host
 from hypervisors.services import SETTLED_STATES, host_place, host_room
+from tenants.audit import audit_record, audited
+from tenants.choices import AuditResult
 from tenants.scoping import scopes_disabled, tenant_scope
 from tenants.services import quota_check_desktops, tenant_lock, tenant_require_active
 
@@ -36,7 +38,9 @@ from .choices import (
 )
 from .choices import OperationState as OpState
 from .errors import Conflict, InvalidInput
+from .metrics import OPERATION_FAILURES, OPERATION_SECONDS, observe_seconds
 from .models import Desktop, IdempotentRequest, Image, Operation, Pool
+from .taskutils import send_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +55,17 @@ _OBSERVED_STATES = {
 
 
 # --- images ---------------------------------------------------------------------------------
+def _image_audited(image: Image, verb: str, **details):
+    """Images are the platform's: a public one's entries have no tenant, a private one's go
+    into its tenant's trail."""
+    return audited(action=f"image.{verb}", tenant=image.tenant, target=image,
+                   details={"name": image.name, "version": image.version, **details})
+
+
 def image_save(*, image: Image) -> Image:
     """Validate (Model.clean and constraints, across tenants) and save a golden image."""
-    with scopes_disabled():
+    with _image_audited(image, "create" if image._state.adding else "update"), \
+            scopes_disabled():
         image.full_clean()
         image.save()
     return image
@@ -62,7 +74,7 @@ def image_save(*, image: Image) -> Image:
 def image_delete(*, image: Image) -> None:
     """Delete a golden image no pool or desktop uses any more (409 otherwise). Its base
     volumes stay on the hosts: removing them is the operator's call."""
-    with scopes_disabled():
+    with _image_audited(image, "delete"), scopes_disabled():
         pools = Pool.objects.filter(image=image).count()
         desktops = Desktop.objects.filter(image=image).count()
         if pools or desktops:
@@ -80,7 +92,7 @@ def image_publish(*, image: Image) -> list[Pool]:
     New desktops use it at once; the autoscaler recycles idle floating desktops onto it in
     the background; dedicated desktops keep theirs until they are reset.
     """
-    with scopes_disabled():
+    with _image_audited(image, "publish") as audit, scopes_disabled():
         pools = list(Pool.objects.filter(
             image__name=image.name, image__tenant=image.tenant_id,
             image__version__lt=image.version, deleting_since__isnull=True,
@@ -88,24 +100,43 @@ def image_publish(*, image: Image) -> list[Pool]:
         for pool in pools:
             Pool.objects.filter(pk=pool.pk).update(image=image)
             pool_autoscale_enqueue(pool)
+        audit.details["pools"] = [str(pool.id) for pool in pools]
     logger.info("image %s v%d published: %d pool(s) rolling onto it", image.name,
                 image.version, len(pools))
     return pools
 
 
 # --- pools ----------------------------------------------------------------------------------
+def _changes(fields: dict) -> dict:
+    """The fields a pool write sets, as the audit trail keeps them (objects by id)."""
+    return {name: getattr(value, "pk", value) for name, value in fields.items()}
+
+
 def pool_create(*, tenant, actor, **fields) -> Pool:
-    tenant_require_active(tenant=tenant)
-    return pool_save(pool=Pool(tenant=tenant, **fields), actor=actor)
+    pool = Pool(tenant=tenant, **fields)
+    with audited(action="pool.create", tenant=tenant, target=pool, actor=actor,
+                 details=_changes(fields)):
+        tenant_require_active(tenant=tenant)
+        return _pool_save(pool)
 
 
 def pool_update(*, pool: Pool, actor, **fields) -> Pool:
-    for name, value in fields.items():
-        setattr(pool, name, value)
-    return pool_save(pool=pool, actor=actor)
+    with audited(action="pool.update", tenant=pool.tenant, target=pool, actor=actor,
+                 details=_changes(fields)):
+        for name, value in fields.items():
+            setattr(pool, name, value)
+        return _pool_save(pool)
 
 
-def pool_save(*, pool: Pool, actor) -> Pool:
+def pool_save(*, pool: Pool, actor, changed: list[str] | None = None) -> Pool:
+    """Save a pool edited as a whole (Django admin); ``changed`` names the fields edited."""
+    with audited(action="pool.create" if pool._state.adding else "pool.update",
+                 tenant=pool.tenant, target=pool, actor=actor,
+                 details={"changed": changed or []}):
+        return _pool_save(pool)
+
+
+def _pool_save(pool: Pool) -> Pool:
     """Validate and save a new or changed pool; the autoscaler applies the change at once
     (new sizes, a new image)."""
     if pool.is_deleting:
@@ -120,7 +151,7 @@ def pool_save(*, pool: Pool, actor) -> Pool:
 def pool_autoscale_enqueue(pool: Pool) -> None:
     from .tasks import pool_autoscale_task
 
-    pool_autoscale_task.delay_on_commit(str(pool.id))
+    send_on_commit(pool_autoscale_task, str(pool.id))
 
 
 def pool_autoscale(*, pool: Pool) -> list[Desktop]:
@@ -245,9 +276,12 @@ def pool_delete(*, pool: Pool, actor) -> Pool:
     overlays) are deleted in the background, and the pool row goes last."""
     from brokers.services import sessions_end_for_pool
 
-    with transaction.atomic():
+    with audited(action="pool.delete", tenant=pool.tenant, target=pool, actor=actor,
+                 details={"name": pool.name}) as audit, transaction.atomic():
         pool = Pool.objects.select_for_update().get(pk=pool.pk)
-        if not pool.is_deleting:
+        if pool.is_deleting:
+            audit.skip()  # asked again while it empties: nothing new
+        else:
             pool.deleting_since, pool.enabled = timezone.now(), False
             pool.save(update_fields=["deleting_since", "enabled"])
             sessions_end_for_pool(pool=pool)
@@ -269,6 +303,8 @@ def _pool_empty(pool: Pool) -> None:
                 operation_create(desktop=desktop, kind=OperationKind.DELETE, actor=None)
         if not desktops.exists():
             Operation.objects.filter(pool=pool).delete()
+            audit_record(tenant=pool.tenant, actor=None, action="pool.delete", target=pool,
+                         details={"name": pool.name, "finished": True})
             pool.delete()
             logger.info("pool %s (%s) deleted", pool.id, pool.name)
 
@@ -301,6 +337,9 @@ def desktop_claim_spare(*, pool: Pool, user, state: str) -> Desktop | None:
     candidates = Desktop.objects.filter(
         pool=pool, state=state, assigned_user__isnull=True,
         host__enabled=True, host__state=HostState.UP,  # not from drained or failing hosts
+    ).exclude(
+        # nor one an operation is about to change (reset after a logoff, trimmed as surplus)
+        operations__state__in=UNFINISHED_OPERATION_STATES,
     ).order_by("created_at")
     if connection.features.has_select_for_update_skip_locked:
         # of=self: lock the desktop only; locking its host row too would make every other
@@ -322,7 +361,8 @@ def desktop_power(*, desktop: Desktop, kind: str, actor) -> Operation:
     """Ask for a power operation; refused at once if the desktop's state forbids it."""
     if kind not in POWER_OPERATIONS_FROM:
         raise InvalidInput(f"Unknown operation {kind!r}.", details={"kind": kind})
-    with transaction.atomic():
+    with audited(action=f"desktop.{kind}", tenant=desktop.tenant, target=desktop, actor=actor,
+                 details={"name": desktop.name}) as audit, transaction.atomic():
         desktop = Desktop.objects.select_for_update().get(pk=desktop.pk)
         if desktop.state not in POWER_OPERATIONS_FROM[kind]:
             raise Conflict(
@@ -333,7 +373,9 @@ def desktop_power(*, desktop: Desktop, kind: str, actor) -> Operation:
             raise Conflict("Another operation is in progress on this desktop.",
                            code="operation_in_progress")
         params = {"start": desktop.state == DesktopState.RUNNING} if kind == OperationKind.RESET else {}
-        return operation_create(desktop=desktop, kind=kind, actor=actor, params=params)
+        operation = operation_create(desktop=desktop, kind=kind, actor=actor, params=params)
+        audit.details["operation"] = str(operation.id)
+        return operation
 
 
 def desktop_observe(*, desktop: Desktop, power: PowerState, seen_at, detail: str = "") -> str:
@@ -361,6 +403,10 @@ def desktop_observe(*, desktop: Desktop, power: PowerState, seen_at, detail: str
     fields = {"last_error": lost} if lost or current == DesktopState.UNKNOWN else {}
     if target != DesktopState.RUNNING:
         fields.update(spice_port=None, spice_tls_port=None, vnc_port=None)
+    if current == DesktopState.UNKNOWN and target != DesktopState.ERROR \
+            and _nobody_vouches_for(desktop):
+        return _recycle_returned(desktop, start=target == DesktopState.RUNNING,
+                                 seen_at=seen_at, fields=fields)
     if not DESKTOP_MACHINE.move(Desktop, desktop.pk, current, target,
                                 unchanged_since=seen_at, **fields):
         return ""
@@ -377,10 +423,39 @@ def desktop_observe(*, desktop: Desktop, power: PowerState, seen_at, detail: str
     return target
 
 
+def _nobody_vouches_for(desktop: Desktop) -> bool:
+    """A floating desktop nobody holds: a session may have ended on it while its host was
+    away, with that user's work still in it."""
+    pool = desktop.pool
+    return (pool.kind == PoolKind.FLOATING and not pool.is_deleting
+            and not Desktop.objects.filter(pk=desktop.pk, assigned_user__isnull=False).exists())
+
+
+def _recycle_returned(desktop: Desktop, *, start: bool, seen_at, fields: dict) -> str:
+    """Back from an unreachable host: reset to the image before anyone may claim it."""
+    with transaction.atomic():
+        if not DESKTOP_MACHINE.move(Desktop, desktop.pk, DesktopState.UNKNOWN,
+                                    DesktopState.RECYCLING, unchanged_since=seen_at, **fields):
+            return ""
+        desktop.state = DesktopState.RECYCLING
+        operation_create(desktop=desktop, kind=OperationKind.RESET, actor=None,
+                         params={"start": start})
+    logger.info("desktop %s is back from unknown: reset before it is handed out", desktop.name)
+    return DesktopState.RECYCLING
+
+
 def desktop_mark_unknown(*, desktop: Desktop, reason: str) -> bool:
-    """Its host stopped answering: nobody knows what the desktop is doing until it answers."""
-    return bool(DESKTOP_MACHINE.move(Desktop, desktop.pk, desktop.state, DesktopState.UNKNOWN,
-                                     last_error=reason))
+    """Its host stopped answering: nobody knows what the desktop is doing until it answers,
+    and nobody reaches it through the portal. Its sessions end (``desktop_lost``), so its
+    users' next Connect gets a desktop on a host that answers."""
+    if not DESKTOP_MACHINE.move(Desktop, desktop.pk, desktop.state, DesktopState.UNKNOWN,
+                                last_error=reason):
+        return False
+    desktop.state = DesktopState.UNKNOWN
+    from brokers.services import sessions_end_for_desktop
+
+    sessions_end_for_desktop(desktop=desktop)
+    return True
 
 
 # --- operations -----------------------------------------------------------------------------
@@ -395,7 +470,7 @@ def operation_create(*, desktop: Desktop, kind: str, actor, params: dict | None 
     )
     from .tasks import operation_run_task
 
-    operation_run_task.delay_on_commit(str(operation.id))
+    send_on_commit(operation_run_task, str(operation.id))
     return operation
 
 
@@ -429,6 +504,16 @@ def operation_run(*, operation_id) -> str:
     operation = operation_claim(operation_id=operation_id)
     if operation is None:
         return "skipped"
+    with observe_seconds(OPERATION_SECONDS, kind=operation.kind, outcome="failed") as labels:
+        outcome = _operation_execute(operation)
+        if outcome == WAITING:
+            labels.clear()  # not a run: it waits in line for a boot slot
+        elif outcome != OpState.FAILED:
+            labels["outcome"] = "retry" if outcome == OpState.PENDING else outcome
+    return outcome
+
+
+def _operation_execute(operation: Operation) -> str:
     desktop = operation.desktop
     try:
         if desktop is None:
@@ -452,6 +537,7 @@ def operation_run(*, operation_id) -> str:
     else:
         OPERATION_MACHINE.apply(operation, OpState.SUCCEEDED, finished_at=timezone.now(),
                                 error="", waiting_for="")
+        _audit_outcome(operation, AuditResult.OK)
         return OpState.SUCCEEDED
     finally:
         _boot_slot_release(operation)
@@ -461,6 +547,8 @@ def operation_fail(*, operation: Operation, error: str) -> None:
     from brokers.services import sessions_fail_for_desktop
 
     OPERATION_MACHINE.apply(operation, OpState.FAILED, finished_at=timezone.now(), error=error)
+    _audit_outcome(operation, AuditResult.FAILED, error=error)
+    OPERATION_FAILURES.labels(kind=operation.kind).inc()
     desktop = Desktop.objects.filter(pk=operation.desktop_id).first()
     if desktop is not None:
         if DESKTOP_MACHINE.can(desktop.state, DesktopState.ERROR):
@@ -469,10 +557,26 @@ def operation_fail(*, operation: Operation, error: str) -> None:
     logger.warning("operation %s (%s) failed: %s", operation.id, operation.kind, error)
 
 
+def _audit_outcome(operation: Operation, result: str, error: str = "") -> None:
+    """One system entry per finished operation, whoever asked for it (their own entry says
+    so): ``desktop.<kind>``, ok or failed. Retries and waits in line are not entries."""
+    details = {"operation": str(operation.id), "attempts": operation.attempts}
+    if error:
+        details["error"] = error[:500]
+    audit_record(tenant=operation.tenant, actor=None, action=f"desktop.{operation.kind}",
+                 target=Desktop, object_id=operation.desktop_id, result=result,
+                 details=details)
+
+
 def operations_reap() -> int:
-    """Fail or requeue operations whose worker died: running past their deadline."""
+    """Fail or requeue operations whose worker died (running past their deadline), and send
+    again the operations whose message was lost (pending for longer than that deadline: a
+    broker that restarted empty, or was down when they were enqueued)."""
+    from .tasks import operation_run_task
+
     reaped = 0
-    stuck = Operation.objects.filter(state=OpState.RUNNING, deadline_at__lt=timezone.now())
+    now = timezone.now()
+    stuck = Operation.objects.filter(state=OpState.RUNNING, deadline_at__lt=now)
     for operation in stuck:
         if operation.attempts < operation.max_attempts:
             requeued = OPERATION_MACHINE.move(
@@ -480,12 +584,24 @@ def operations_reap() -> int:
                 error="requeued: its worker stopped answering",
             )
             if requeued:
-                from .tasks import operation_run_task
-
                 operation_run_task.delay(str(operation.id))
         else:
             operation_fail(operation=operation, error="timed out: its worker stopped answering")
         reaped += 1
+    # A pending operation's message is due within a minute (backoff is capped at 60 s) and
+    # one waiting for a boot slot is tried every few seconds, each try restarting its clock.
+    # Sending one again restarts it too, so a long queue gets one extra message per deadline
+    # at most; a duplicate is harmless (only one claim wins).
+    forgotten = now - timedelta(seconds=settings.VDI["OPERATION_DEADLINE_S"])
+    for operation_id, changed_at in Operation.objects.filter(
+        state=OpState.PENDING, state_changed_at__lt=forgotten
+    ).values_list("id", "state_changed_at"):
+        if Operation.objects.filter(pk=operation_id, state=OpState.PENDING,
+                                    state_changed_at=changed_at).update(state_changed_at=now):
+            logger.warning("operation %s was pending since %s: sent again", operation_id,
+                           changed_at.isoformat())
+            operation_run_task.delay(str(operation_id))
+            reaped += 1
     return reaped
 
 
@@ -595,21 +711,24 @@ def _build_disk_and_domain(desktop: Desktop) -> None:
 
 
 def _provision(desktop: Desktop, operation: Operation) -> None:
-    DESKTOP_MACHINE.enter(desktop, DesktopState.PROVISIONING)
-    if desktop.host_id is None:
-        with transaction.atomic():
-            host = host_place(vcpus=desktop.vcpus, memory_mb=desktop.memory_mb,
-                              base_volume=desktop.image.base_volume)
-            if host is None:
-                raise TransientDriverError(
-                    "no enabled, up host has room for this desktop and the image's base "
-                    f"volume {desktop.image.base_volume!r}"
-                )
-            Desktop.objects.filter(pk=desktop.pk).update(host=host)
-            desktop.host = host
-    _build_disk_and_domain(desktop)
-    DESKTOP_MACHINE.apply(desktop, DesktopState.STOPPED)
-    if operation.params.get("start"):
+    # A retry (a transient error, a wait for a boot slot, a worker that died) resumes where
+    # the last attempt stopped: once the domain is defined, only the start is left.
+    if desktop.state in (DesktopState.PENDING, DesktopState.PROVISIONING):
+        DESKTOP_MACHINE.enter(desktop, DesktopState.PROVISIONING)
+        if desktop.host_id is None:
+            with transaction.atomic():
+                host = host_place(vcpus=desktop.vcpus, memory_mb=desktop.memory_mb,
+                                  base_volume=desktop.image.base_volume)
+                if host is None:
+                    raise TransientDriverError(
+                        "no enabled, up host has room for this desktop and the image's base "
+                        f"volume {desktop.image.base_volume!r}"
+                    )
+                Desktop.objects.filter(pk=desktop.pk).update(host=host)
+                desktop.host = host
+        _build_disk_and_domain(desktop)
+        DESKTOP_MACHINE.apply(desktop, DesktopState.STOPPED)
+    if operation.params.get("start") and desktop.state != DesktopState.RUNNING:
         _start(desktop, operation)
 
 
@@ -669,6 +788,9 @@ def _reboot(desktop: Desktop, operation: Operation) -> None:
 
 def _reset(desktop: Desktop, operation: Operation) -> None:
     """Back to the image: a fresh overlay under the same identity (name, uuid, owner)."""
+    if desktop.state == DesktopState.STARTING:  # a retry: the new disk is made, start it
+        _start(desktop, operation)
+        return
     DESKTOP_MACHINE.enter(desktop, DesktopState.RECYCLING)
     driver_for(desktop.host).destroy(desktop.name)
     if desktop.image_id != desktop.pool.image_id:  # a new image version was published

@@ -4,6 +4,7 @@ VDI_ENV selects the profile: ``production`` (default: every secret must be given
 ``demo`` (the README's run command) or ``test`` (the test suite).
 """
 
+import ipaddress
 import os
 import re
 from datetime import timedelta
@@ -20,6 +21,12 @@ DEVELOPMENT = VDI_ENV in {"demo", "test"}
 
 DATA_DIR = Path(os.environ.get("VDI_DATA_DIR", BASE_DIR / "var"))
 DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+# Prometheus multiprocess mode (vdi/metrics.py): the web and worker processes of one machine
+# write their metrics into one folder, which /metrics adds up. prometheus_client reads the
+# variable when it is first imported, after the settings.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(DATA_DIR / "prometheus"))
+Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
 
 def env_bool(name: str, default: bool = False) -> bool:
@@ -55,6 +62,9 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_prometheus",
+    "axes",
+    "csp",
     "tenants",
     "hypervisors",
     "vdi",
@@ -62,8 +72,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "vdi.context.RequestContextMiddleware",  # request id, source and address (audit, logs)
     "django.middleware.security.SecurityMiddleware",
+    "vdi.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -72,6 +84,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "tenants.middleware.TenantScopeMiddleware",
+    "axes.middleware.AxesMiddleware",  # turns a login lockout into its 429 answer
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "vdi.urls"
@@ -120,6 +134,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+AUTHENTICATION_BACKENDS = [
+    "vdi.security.LoginLockoutBackend",  # refuses locked-out logins (django-axes)
+    "django.contrib.auth.backends.ModelBackend",
+]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "portal-home"
 LOGOUT_REDIRECT_URL = "login"
@@ -137,6 +155,8 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # runs `npm ci`): its ES modules are served as /static/novnc/{core,vendor}/…, never from a CDN.
 NOVNC_DIR = BASE_DIR / "node_modules" / "@novnc" / "novnc"
 STATICFILES_DIRS += [("novnc/core", NOVNC_DIR / "core"), ("novnc/vendor", NOVNC_DIR / "vendor")]
+# htmx for the portal's live parts, from the same npm packages: /static/htmx/htmx.min.js.
+STATICFILES_DIRS += [("htmx", BASE_DIR / "node_modules" / "htmx.org" / "dist")]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -224,6 +244,9 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_RESULT_BACKEND = REDIS_URL
+    # While Redis is away a request waiting on a result gives up after ~3 s (the client is
+    # told to retry), not after Celery's default of 20 reconnects a second apart.
+    CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"retry_policy": {"max_retries": 3}}
 else:
     # Embedded default: a broker made of files, so the demo needs no server at all.
     _queue_dir = DATA_DIR / "celery" / "queue"
@@ -257,6 +280,7 @@ CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_DEFAULT_QUEUE = "vdi"
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+_REAP_INTERVAL_S = float(os.environ.get("VDI_OPERATIONS_REAP_INTERVAL_S", "60"))
 CELERY_BEAT_SCHEDULE = {
     "pools-autoscale": {
         "task": "vdi.pools_autoscale",
@@ -270,8 +294,8 @@ CELERY_BEAT_SCHEDULE = {
     },
     "operations-reap": {
         "task": "vdi.operations_reap",
-        "schedule": 60.0,
-        "options": {"expires": 55},
+        "schedule": _REAP_INTERVAL_S,
+        "options": {"expires": 0.9 * _REAP_INTERVAL_S},
     },
     "sessions-expire": {
         "task": "brokers.sessions_expire",
@@ -314,6 +338,9 @@ VDI = {
     "IDEMPOTENCY_TTL_H": int(os.environ.get("VDI_IDEMPOTENCY_TTL_H", "24")),
     # How soon an operation waiting for a boot slot on its host looks again.
     "BOOT_SLOT_RETRY_S": float(os.environ.get("VDI_BOOT_SLOT_RETRY_S", "2")),
+    # How often the portal's live parts (desktop states, pool spares, a pending Connect) ask
+    # for news while something is changing; five times slower once all is settled.
+    "PORTAL_POLL_S": float(os.environ.get("VDI_PORTAL_POLL_S", "2")),
 }
 
 
@@ -345,11 +372,66 @@ VDI.update({
 if VDI["PLACEMENT"] not in {"spread", "pack"}:
     raise ImproperlyConfigured(f"VDI_PLACEMENT must be spread or pack, not {VDI['PLACEMENT']!r}")
 
+# --- metrics, login throttling, browser security headers ------------------------------------
+VDI.update({
+    # Who may read /metrics (vdi/metrics.py): these addresses or networks, or a request
+    # with "Authorization: Bearer <VDI_METRICS_TOKEN>" (empty: no token is accepted).
+    "METRICS_ALLOWED_IPS": env_list("VDI_METRICS_ALLOWED_IPS", "127.0.0.1,::1"),
+    "METRICS_TOKEN": os.environ.get("VDI_METRICS_TOKEN", ""),
+})
+for _network in VDI["METRICS_ALLOWED_IPS"]:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(f"VDI_METRICS_ALLOWED_IPS: {_network!r} is not an address "
+                                   "or network") from None
+# Login lockout (django-axes) for the portal, Django admin and auth/token/: after
+# VDI_LOGIN_FAILURE_LIMIT failed logins for one username from one address, that pair is
+# refused (429) for VDI_LOGIN_COOLOFF_MIN minutes; a successful login clears the count.
+AXES_FAILURE_LIMIT = int(os.environ.get("VDI_LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("VDI_LOGIN_COOLOFF_MIN", "15")))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "vdi.context.client_ip"  # honours VDI_THROTTLE_NUM_PROXIES
+AXES_LOCKOUT_CALLABLE = "vdi.security.lockout_response"
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False  # its lines name the username and address only; no banner at each start
+# Content-Security-Policy (django-csp): nothing but our own files, no inline script or
+# style. Two exceptions (vdi/security.py): the browser console page may also open its
+# websocket to the console proxies, and Django admin and Swagger UI, whose templates carry
+# an inline <style>, may use inline styles.
+CONTENT_SECURITY_POLICY = {
+    "EXCLUDE_URL_PREFIXES": ["/metrics", "/healthz", "/readyz"],
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],  # noVNC draws its cursor from data: URLs
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+
+# One JSON object per line in production (vdi/logformat.py), for log shippers; plain lines
+# in the demo and tests unless LOG_FORMAT says otherwise. Celery workers follow (vdi/celery.py).
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "plain" if DEVELOPMENT else "json")
+if LOG_FORMAT not in {"json", "plain"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or plain, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "vdi.logformat.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
@@ -357,6 +439,8 @@ LOGGING = {
 if not DEVELOPMENT:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    # Probes and scrapers inside the network speak plain HTTP to the process itself.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "31536000"))

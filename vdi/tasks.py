@@ -13,7 +13,9 @@ from .services import (
 from .taskutils import platform_task
 
 
-@platform_task("vdi.operation_run", acks_late=True)
+# ignore_result: nobody waits for these results, and with Redis as the result store a send
+# that subscribes to its result fails while Redis is away even once the message is queued.
+@platform_task("vdi.operation_run", acks_late=True, ignore_result=True)
 def operation_run_task(operation_id: str, **_kwargs) -> str:
     # Safe to redeliver: operation_run claims the row and does nothing if it is taken.
     outcome = operation_run(operation_id=operation_id)
@@ -27,7 +29,7 @@ def operation_run_task(operation_id: str, **_kwargs) -> str:
     return outcome
 
 
-@platform_task("vdi.pool_autoscale", acks_late=True)
+@platform_task("vdi.pool_autoscale", acks_late=True, ignore_result=True)
 def pool_autoscale_task(pool_id: str, **_kwargs) -> int:
     pool = Pool.objects.select_related("tenant", "image").filter(pk=pool_id).first()
     if pool is None:

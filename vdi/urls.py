@@ -1,15 +1,17 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from brokers import views as broker_views
-from vdi import views
+from tenants import views as tenant_views
+from vdi import metrics, views
 
 urlpatterns = [
     path("", views.home, name="portal-home"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     # The one-time set-password link e-mailed to invited members (tenants.services).
@@ -18,7 +20,11 @@ urlpatterns = [
     path("accounts/reset/done/", auth_views.PasswordResetCompleteView.as_view(),
          name="password_reset_complete"),
     path("t/<slug:tenant_slug>/", views.dashboard, name="portal-dashboard"),
+    path("t/<slug:tenant_slug>/live/", views.dashboard_live, name="portal-dashboard-live"),
     path("t/<slug:tenant_slug>/pools/", views.pool_list, name="portal-pools"),
+    path("t/<slug:tenant_slug>/pools/live/", views.pool_list_live, name="portal-pools-live"),
+    path("t/<slug:tenant_slug>/pools/<uuid:pk>/toggle/", views.pool_toggle,
+         name="portal-pool-toggle"),
     path("t/<slug:tenant_slug>/pools/new/", views.pool_new, name="portal-pool-new"),
     path("t/<slug:tenant_slug>/pools/<uuid:pk>/edit/", views.pool_edit, name="portal-pool-edit"),
     path("t/<slug:tenant_slug>/pools/<uuid:pk>/delete/", views.pool_delete_confirm,
@@ -27,16 +33,35 @@ urlpatterns = [
          name="portal-connect"),
     path("t/<slug:tenant_slug>/desktops/<uuid:pk>/<slug:kind>/", views.desktop_power_action,
          name="portal-desktop-power"),
+    path("t/<slug:tenant_slug>/sessions/", broker_views.session_list, name="portal-sessions"),
     path("t/<slug:tenant_slug>/sessions/<uuid:pk>/", broker_views.session_detail,
          name="portal-session"),
+    path("t/<slug:tenant_slug>/sessions/<uuid:pk>/status/", broker_views.session_status,
+         name="portal-session-status"),
     path("t/<slug:tenant_slug>/sessions/<uuid:pk>/console.vv", broker_views.console_vv,
          name="portal-console-vv"),
     path("t/<slug:tenant_slug>/sessions/<uuid:pk>/console/", broker_views.console,
          name="portal-console"),
     path("t/<slug:tenant_slug>/sessions/<uuid:pk>/end/", broker_views.end,
          name="portal-session-end"),
+    # Owners and admins of the organisation.
+    path("t/<slug:tenant_slug>/members/", tenant_views.member_list, name="portal-members"),
+    path("t/<slug:tenant_slug>/members/<uuid:pk>/role/", tenant_views.member_role,
+         name="portal-member-role"),
+    path("t/<slug:tenant_slug>/members/<uuid:pk>/remove/", tenant_views.member_remove,
+         name="portal-member-remove"),
+    path("t/<slug:tenant_slug>/quotas/", tenant_views.quotas, name="portal-quotas"),
+    path("t/<slug:tenant_slug>/usage/", tenant_views.usage, name="portal-usage"),
+    path("t/<slug:tenant_slug>/operations/", views.operation_list, name="portal-operations"),
+    path("t/<slug:tenant_slug>/audit/", tenant_views.audit, name="portal-audit"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("vdi.api.urls", namespace="api")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # Swagger UI's init script as a file of its own: the page runs no inline script (CSP).
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
 ]
+
+# Error pages in the portal's look (JSON under /api/).
+handler403 = "vdi.errorpages.permission_denied"
+handler404 = "vdi.errorpages.page_not_found"
+handler500 = "vdi.errorpages.server_error"

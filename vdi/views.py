@@ -1,23 +1,21 @@
-import functools
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from brokers.selectors import session_list_for_user
-from brokers.choices import LIVE_SESSION_STATES
-from tenants.portal import tenant_page
+from brokers.choices import LIVE_SESSION_STATES, SessionState
+from tenants.portal import page_of, poll_ms, tenant_admin_page, tenant_page
 from tenants.selectors import tenant_list_for_user
 
-from .choices import POWER_OPERATIONS_FROM, OperationKind
+from .choices import CHANGING_DESKTOP_STATES, POWER_OPERATIONS_FROM, OperationKind
 from .errors import ServiceError
 from .forms import PoolForm
 from .health import readiness
 from .models import Pool
-from .selectors import desktop_list_for_user, pool_list_for_user
+from .selectors import desktop_list_for_user, operation_list_for_tenant, pool_list_for_user
 from .services import desktop_power, pool_create, pool_delete, pool_update
 
 # What users may do to their desktops from the portal (deleting is for administrators).
@@ -48,21 +46,48 @@ def home(request):
     return render(request, "portal/home.html", {"tenants": tenant_list_for_user(user=request.user)})
 
 
-@tenant_page
-def dashboard(request):
+def _desktops_with_actions(desktops):
+    """The user's desktops, each with the power actions its state allows (``portal_actions``)
+    and its latest operation (``latest_operation``)."""
+    desktops = list(desktops)
+    for desktop in desktops:
+        desktop.portal_actions = [
+            (kind, OperationKind(kind).label) for kind in PORTAL_POWER_ACTIONS
+            if desktop.state in POWER_OPERATIONS_FROM[kind]]
+        desktop.latest_operation = next(iter(desktop.operations.all()), None)
+    return desktops
+
+
+def _dashboard_context(request) -> dict:
     access = request.tenant_access
     user = request.user
-    context = {
-        "access": access,
-        "pools": pool_list_for_user(user=user, is_admin=access.is_admin),
-        "desktops": desktop_list_for_user(user=user, is_admin=False).prefetch_related(
-            "operations"),
-        "power_actions": PORTAL_POWER_ACTIONS,
-        "sessions": session_list_for_user(user=user, is_admin=False).filter(
-            state__in=LIVE_SESSION_STATES
-        ),
-    }
-    return render(request, "portal/dashboard.html", context)
+    pools = pool_list_for_user(user=user, is_admin=access.is_admin).filter(
+        deleting_since__isnull=True)
+    desktops = _desktops_with_actions(desktop_list_for_user(user=user, is_admin=False)
+                                      .prefetch_related("operations"))
+    sessions = list(session_list_for_user(user=user, is_admin=False).filter(
+        state__in=LIVE_SESSION_STATES))
+    changing = (any(d.state in CHANGING_DESKTOP_STATES
+                    or (d.latest_operation and not d.latest_operation.is_finished)
+                    for d in desktops)
+                or any(s.state == SessionState.PENDING for s in sessions))
+    return {"access": access, "pools": pools, "desktops": desktops, "sessions": sessions,
+            "poll_ms": poll_ms(changing=changing)}
+
+
+@require_safe
+@tenant_page
+def dashboard(request):
+    """The pools the user may use, their live sessions and their desktops; the live part
+    (``dashboard_live``) refreshes itself."""
+    return render(request, "portal/dashboard.html", _dashboard_context(request))
+
+
+@require_safe
+@tenant_page
+def dashboard_live(request):
+    """The dashboard's live part alone, for its htmx polling."""
+    return render(request, "portal/partials/dashboard_live.html", _dashboard_context(request))
 
 
 @require_POST
@@ -80,24 +105,19 @@ def desktop_power_action(request, pk, kind):
         messages.error(request, error.message)
     else:
         messages.success(request, f"{OperationKind(kind).label}: {desktop.name} — on its way.")
-    return redirect("portal-dashboard", tenant_slug=access.tenant.slug)
+    return dashboard_answer(request)
+
+
+def dashboard_answer(request):
+    """After a dashboard button: for htmx, the fresh live part and the messages in place;
+    otherwise back to the dashboard."""
+    if request.headers.get("HX-Request"):
+        return render(request, "portal/partials/dashboard_action.html",
+                      _dashboard_context(request))
+    return redirect("portal-dashboard", tenant_slug=request.tenant_access.tenant.slug)
 
 
 # --- pools (owners and admins) ----------------------------------------------------------------
-def tenant_admin_page(view):
-    """``tenant_page`` for the organisation's owners and admins (and platform staff):
-    non-members get 404 as everywhere, members 403."""
-
-    @tenant_page
-    @functools.wraps(view)
-    def wrapper(request, *args, **kwargs):
-        if not request.tenant_access.is_admin:
-            raise PermissionDenied("Only owners and admins of the organisation manage pools.")
-        return view(request, *args, **kwargs)
-
-    return wrapper
-
-
 def _admin_pool(request, pk) -> Pool:
     """A pool of the request's tenant (the scope is active), else 404."""
     return get_object_or_404(pool_list_for_user(user=request.user, is_admin=True), pk=pk)
@@ -107,11 +127,43 @@ def _pools_redirect(request):
     return redirect("portal-pools", tenant_slug=request.tenant_access.tenant.slug)
 
 
+def _pool_list_context(request) -> dict:
+    pools = list(pool_list_for_user(user=request.user, is_admin=True).order_by("name"))
+    changing = any(pool.changing_count or pool.is_deleting
+                   or pool.ready_count < pool.min_ready or pool.stopped_count < pool.min_stopped
+                   for pool in pools if pool.enabled or pool.is_deleting)
+    return {"pools": pools, "poll_ms": poll_ms(changing=changing)}
+
+
 @require_safe
 @tenant_admin_page
 def pool_list(request):
-    pools = pool_list_for_user(user=request.user, is_admin=True).order_by("name")
-    return render(request, "portal/pools/list.html", {"pools": pools})
+    """Every pool with its spares and desktops, counted live (``pool_list_live``)."""
+    return render(request, "portal/pools/list.html", _pool_list_context(request))
+
+
+@require_safe
+@tenant_admin_page
+def pool_list_live(request):
+    return render(request, "portal/pools/list_live.html", _pool_list_context(request))
+
+
+@require_POST
+@tenant_admin_page
+def pool_toggle(request, pk):
+    """Enable a disabled pool or disable an enabled one."""
+    pool = _admin_pool(request, pk)
+    try:
+        pool = pool_update(pool=pool, actor=request.user, enabled=not pool.enabled)
+    except ServiceError as error:
+        messages.error(request, error.message)
+    except ValidationError as error:  # the pool no longer validates: edit it to see why
+        messages.error(request, f"Pool “{pool.name}”: {' '.join(error.messages)}")
+    else:
+        state = "enabled: members can connect" if pool.enabled else \
+            "disabled: it keeps its desktops but accepts no Connect"
+        messages.success(request, f"Pool “{pool.name}” {state}.")
+    return _pools_redirect(request)
 
 
 def _pool_form_page(request, *, pool: Pool | None):
@@ -175,3 +227,14 @@ def pool_delete_confirm(request, pk):
         pool=pool, state__in=LIVE_SESSION_STATES).count()
     return render(request, "portal/pools/delete.html",
                   {"pool": pool, "live_sessions": live_sessions})
+
+
+# --- the tenant's operations (owners and admins) ---------------------------------------------
+@require_safe
+@tenant_admin_page
+def operation_list(request):
+    """Every operation of the organisation, newest first; ``?failed=1`` for the failed ones."""
+    failed_only = request.GET.get("failed") == "1"
+    operations = page_of(request, operation_list_for_tenant(failed_only=failed_only))
+    return render(request, "portal/operations.html",
+                  {"operations": operations, "failed_only": failed_only})

@@ -14,9 +14,10 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from tenants.choices import AuditResult, AuditSource
 from tenants.models import AuditEvent
 from tenants.usage import usage_for_month
-from vdi.api.filters import ListFilterSet
+from vdi.api.filters import ListFilterSet, choice_filter
 from vdi.api.renderers import CSVErrorsAsJSONMixin, CSVRenderer
 from vdi.api.throttling import TenantThrottleMixin
 from vdi.errors import Forbidden, InvalidInput
@@ -65,24 +66,41 @@ class UsageView(TenantThrottleMixin, TenantScopedMixin, CSVErrorsAsJSONMixin, AP
 
 
 class AuditEventSerializer(serializers.ModelSerializer):
-    actor = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    actor = serializers.CharField(
+        source="actor_name", read_only=True, allow_null=True,
+        help_text="The actor's username (kept if the account is deleted); null when the "
+                  "platform acted on its own.")
+    result = serializers.ChoiceField(
+        choices=AuditResult.choices, read_only=True,
+        help_text="ok; denied (not allowed, 403); rejected (bad input, state or quota: 400, "
+                  "409); failed (attempted, but it broke).")
+    source = serializers.ChoiceField(choices=AuditSource.choices, read_only=True)
 
     class Meta:
         model = AuditEvent
-        fields = ["id", "created_at", "actor", "action", "object_type", "object_id",
-                  "details", "source_ip"]
+        fields = ["id", "created_at", "actor", "action", "object_type", "object_id", "result",
+                  "details", "source", "source_ip", "request_id"]
         read_only_fields = fields
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        data["actor"] = data["actor"] or None
+        return data
 
 
 class AuditEventFilter(ListFilterSet):
     action = filters.CharFilter(help_text="e.g. desktop.takeover, member.add")
     object_type = filters.CharFilter(help_text="e.g. vdi.desktop")
     object_id = filters.CharFilter()
-    actor = filters.CharFilter(field_name="actor__username", help_text="The actor's username.")
+    actor = filters.CharFilter(field_name="actor_name", help_text="The actor's username.")
+    result = choice_filter(AuditEvent, "result", "results")
+    source = choice_filter(AuditEvent, "source", "sources")
+    request_id = filters.CharFilter(help_text="Every entry of one request or task.")
 
     class Meta:
         model = AuditEvent
-        fields = ["action", "object_type", "object_id", "actor"]
+        fields = ["action", "object_type", "object_id", "actor", "result", "source",
+                  "request_id"]
 
 
 class AuditEventViewSet(TenantThrottleMixin, TenantScopedMixin, CSVErrorsAsJSONMixin,
@@ -98,4 +116,4 @@ class AuditEventViewSet(TenantThrottleMixin, TenantScopedMixin, CSVErrorsAsJSONM
     renderer_classes = [JSONRenderer, CSVRenderer]
 
     def scoped_queryset(self):
-        return AuditEvent.objects.select_related("actor")
+        return AuditEvent.objects.all()

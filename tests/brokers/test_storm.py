@@ -54,7 +54,7 @@ def test_a_login_storm_hands_each_ready_spare_to_one_user(make_pool, host, tenan
     monkeypatch.setattr(ticket_apply_task, "apply_async",
                         lambda **_kwargs: _Answered())
     for task in (vdi_tasks.operation_run_task, vdi_tasks.pool_autoscale_task):
-        monkeypatch.setattr(task, "delay_on_commit", lambda *args, **kwargs: None)
+        monkeypatch.setattr(task, "delay", lambda *args, **kwargs: None)
 
     pool = make_pool(min_ready=0, max_desktops=users_count + spares)
     with tenant_scope(tenant):

@@ -85,9 +85,11 @@ def test_a_new_unreachable_host_is_down_at_once_with_the_reason(db):
 
 
 def test_an_up_host_goes_down_after_repeated_failures_and_comes_back_reconciled(
-    running_desktop, host, settings
+    running_desktop, host, settings, users
 ):
     settings.VDI = {**settings.VDI, "HOST_DOWN_AFTER_FAILURES": 3}
+    with scopes_disabled():  # a desktop its user kept: it stays theirs while the host is away
+        Desktop.objects.filter(pk=running_desktop.pk).update(assigned_user=users["member"])
     Host.objects.filter(pk=host.pk).update(uri=UNREACHABLE)
     host.refresh_from_db()
 
@@ -110,6 +112,39 @@ def test_an_up_host_goes_down_after_repeated_failures_and_comes_back_reconciled(
     desktop = refreshed(running_desktop)
     assert desktop.state == DesktopState.RUNNING  # what libvirt says it really is
     assert desktop.last_error == ""
+
+
+def test_sessions_on_a_host_that_went_down_end_and_their_desktop_is_reset_when_it_returns(
+    running_desktop, host, settings, users, tenant
+):
+    settings.VDI = {**settings.VDI, "HOST_DOWN_AFTER_FAILURES": 1}
+    with scopes_disabled():
+        Desktop.objects.filter(pk=running_desktop.pk).update(assigned_user=users["member"])
+        session = Session.objects.create(tenant=tenant, pool=running_desktop.pool,
+                                         user=users["member"], desktop=running_desktop,
+                                         state=SessionState.READY)
+    Host.objects.filter(pk=host.pk).update(uri=UNREACHABLE)
+    host.refresh_from_db()
+
+    host_check(host=host)
+
+    with scopes_disabled():
+        session.refresh_from_db()
+    assert (session.state, session.end_reason) == (SessionState.ENDED, EndReason.DESKTOP_LOST)
+    desktop = refreshed(running_desktop)
+    assert desktop.state == DesktopState.UNKNOWN
+    assert desktop.assigned_user is None  # a floating desktop: nobody's until it is reset
+
+    Host.objects.filter(pk=host.pk).update(uri="test:///default")
+    host.refresh_from_db()
+    host_check(host=host)
+
+    # Back, but the ended session's work may still be in it: reset before anyone claims it.
+    desktop = refreshed(running_desktop)
+    assert desktop.state == DesktopState.RECYCLING
+    with scopes_disabled():
+        reset = desktop.operations.get(state="pending")
+    assert (reset.kind, reset.params) == (OperationKind.RESET, {"start": True})
 
 
 def test_a_host_in_maintenance_stays_there_when_checked(db, host):

@@ -37,8 +37,10 @@ def roles(tenant) -> dict[str, str]:
 
 
 def audit(tenant, action=None) -> list[AuditEvent]:
+    """The members' changes in the tenant's trail (refusals: tests/tenants/test_audit.py)."""
     with scopes_disabled():
-        events = AuditEvent.objects.filter(tenant=tenant).select_related("actor")
+        events = AuditEvent.objects.filter(tenant=tenant, action__startswith="member.",
+                                           result="ok").select_related("actor")
         if action:
             events = events.filter(action=action)
         return list(events.order_by("created_at"))

@@ -118,3 +118,117 @@ def test_deleting_a_pool_in_the_admin_drains_it(admin_client, make_pool, host, r
 
     with scopes_disabled():
         assert not Pool.objects.filter(pk=pool.pk).exists()
+
+
+def test_the_pool_list_shows_spares_and_its_actions_enable_and_disable(admin_client, make_pool,
+                                                                      host, run_tasks):
+    from vdi.models import Pool
+
+    with run_tasks():
+        pool = make_pool(min_ready=2, min_stopped=1)
+    html = admin_client.get("/admin/vdi/pool/").content.decode()
+    assert "<td class=\"field-spares_ready\">2 (2)</td>" in html
+    assert "<td class=\"field-spares_stopped\">1 (1)</td>" in html
+
+    admin_client.post("/admin/vdi/pool/", {"action": "disable",
+                                           "_selected_action": [str(pool.pk)]})
+    assert Pool._base_manager.get(pk=pool.pk).enabled is False
+    response = admin_client.post("/admin/vdi/pool/", {"action": "enable",
+                                                      "_selected_action": [str(pool.pk)]},
+                                 follow=True)
+    assert Pool._base_manager.get(pk=pool.pk).enabled is True
+    assert "1 pool(s) enabled." in response.content.decode()
+
+
+def test_the_host_page_lists_its_desktops_read_only(admin_client, make_pool, host, run_tasks):
+    from tenants.scoping import scopes_disabled
+    from vdi.models import Desktop
+
+    with run_tasks():
+        make_pool(name="Office", min_ready=2)
+    with scopes_disabled():
+        names = list(Desktop.objects.values_list("name", flat=True))
+
+    html = admin_client.get(f"/admin/hypervisors/host/{host.pk}/change/").content.decode()
+
+    assert "Desktops (the newest 50)" in html
+    for name in names:
+        assert name in html
+    assert "Office" in html and "acme" in html  # which tenant and pool each serves
+    assert 'name="desktops-0-state"' not in html  # read-only: no inputs
+
+
+def test_desktop_inlines_show_at_most_the_newest_fifty(admin_client, make_pool, host,
+                                                       run_tasks):
+    from vdi.adminutils import LimitedInlineFormSet
+
+    with run_tasks():
+        pool = make_pool(min_stopped=3, max_desktops=5)
+    LimitedInlineFormSet.max_shown, previous = 2, LimitedInlineFormSet.max_shown
+    try:
+        html = admin_client.get(f"/admin/vdi/pool/{pool.pk}/change/").content.decode()
+    finally:
+        LimitedInlineFormSet.max_shown = previous
+    assert 'name="desktops-TOTAL_FORMS" value="2"' in html
+
+
+def test_reconcile_now_checks_the_host(admin_client, host, run_tasks):
+    from hypervisors.models import Host
+
+    Host.objects.filter(pk=host.pk).update(last_checked_at=None)
+    with run_tasks():
+        response = admin_client.post("/admin/hypervisors/host/", {
+            "action": "refresh", "_selected_action": [str(host.pk)]}, follow=True)
+    assert "1 host(s) being checked." in response.content.decode()
+    assert Host.objects.get(pk=host.pk).last_checked_at is not None
+
+
+def test_sessions_end_from_the_admin(admin_client, make_pool, host, run_tasks, users):
+    from brokers.models import Session
+    from brokers.services import session_connect
+    from tenants.scoping import scopes_disabled, tenant_scope
+
+    with run_tasks():
+        pool = make_pool(min_ready=1)
+    with run_tasks(), tenant_scope(pool.tenant):
+        session = session_connect(user=users["member"], pool=pool).session
+
+    with run_tasks():
+        response = admin_client.post("/admin/brokers/session/", {
+            "action": "end", "_selected_action": [str(session.pk)]}, follow=True)
+
+    assert "1 session(s) ended." in response.content.decode()
+    with scopes_disabled():
+        ended = Session.objects.get(pk=session.pk)
+    assert (ended.state, ended.end_reason) == ("ended", "admin")
+
+
+@pytest.mark.parametrize("action,status", [("suspend", "suspended"), ("resume", "active")])
+def test_tenants_are_suspended_and_resumed_from_the_admin(admin_client, tenant, action, status):
+    from tenants.models import Tenant
+
+    if action == "resume":
+        Tenant.objects.filter(pk=tenant.pk).update(status="suspended")
+    admin_client.post("/admin/tenants/tenant/", {"action": action,
+                                                 "_selected_action": [str(tenant.pk)]})
+    assert Tenant.objects.get(pk=tenant.pk).status == status
+
+
+@pytest.mark.parametrize("model_label", ["vdi.Operation", "tenants.AuditEvent"])
+def test_operations_and_the_audit_trail_are_read_only(admin_client, model_label, make_pool,
+                                                      host, run_tasks):
+    from django.apps import apps
+
+    from tenants.scoping import scopes_disabled
+
+    with run_tasks():
+        make_pool(min_ready=1)  # an operation, and the pool's creation in the trail
+    model = apps.get_model(model_label)
+    with scopes_disabled():
+        row = model._base_manager.first()
+    url = f"/admin/{model._meta.app_label}/{model._meta.model_name}/"
+
+    assert admin_client.get(url).status_code == 200
+    assert admin_client.get(url + "add/").status_code == 403
+    page = admin_client.get(f"{url}{row.pk}/change/").content.decode()
+    assert 'name="_save"' not in page

@@ -48,3 +48,19 @@ def test_forwarded_for_is_trusted_only_as_far_as_the_configured_proxies():
     from django.conf import settings
     with override_settings(REST_FRAMEWORK={**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}):
         assert _run(**meta)[1].source_ip == "203.0.113.7"
+
+
+def test_deferred_work_runs_as_the_request_ends_even_after_a_failing_callback(caplog):
+    ran = []
+
+    def view(request):
+        assert context.defer(lambda: 1 / 0)
+        assert context.defer(lambda: ran.append(context.current().request_id))
+        assert ran == []  # not yet: the view's transactions may still roll back
+        from django.http import HttpResponse
+        return HttpResponse("ok")
+
+    response = context.RequestContextMiddleware(view)(RequestFactory().get("/t/acme/"))
+    assert ran == [response["X-Request-ID"]]
+    assert "deferred work" in caplog.text
+    assert context.defer(lambda: None) is False  # outside a request or task: the caller's job

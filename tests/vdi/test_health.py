@@ -37,3 +37,30 @@ def test_not_ready_when_the_broker_does_not_answer(client, host, settings, monke
     assert response.json()["checks"]["broker"].startswith("broker:")
     assert response.json()["checks"]["database"] == "ok"
     assert health.readiness()["broker"]
+
+
+def test_not_ready_without_the_database(client, host, monkeypatch):
+    from django.db import OperationalError
+
+    class Unreachable:
+        def cursor(self):
+            raise OperationalError("could not connect to server")
+
+    monkeypatch.setattr(health, "connection", Unreachable())
+
+    response = client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json() == {"status": "not ready", "checks": {
+        "database": "database: could not connect to server", "broker": "ok",
+        "hosts": "hosts: not checked"}}
+
+
+def test_a_disabled_host_does_not_make_the_portal_ready(client, host):
+    Host.objects.filter(pk=host.pk).update(enabled=False)
+    assert client.get("/readyz").status_code == 503
+
+
+def test_liveness_asks_nothing_of_the_database(client, db, django_assert_num_queries):
+    with django_assert_num_queries(0):
+        assert client.get("/healthz").status_code == 200

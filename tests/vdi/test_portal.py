@@ -82,10 +82,15 @@ def test_connect_shows_the_ticket_then_the_vv_downloads(logged_in, make_pool, ho
 
 def test_connect_without_a_spare_shows_preparing(logged_in, make_pool, host):
     pool = make_pool(min_ready=0)
-    response = logged_in("member").post(f"/t/acme/pools/{pool.id}/connect/")
+    response = logged_in("member").post(f"/t/acme/pools/{pool.id}/connect/", follow=True)
     html = response.content.decode()
+    with scopes_disabled():
+        session = Session.objects.get()
+    assert response.redirect_chain == [(f"/t/acme/sessions/{session.id}/", 302)]
     assert response.status_code == 200 and "Preparing your desktop" in html
-    assert 'http-equiv="refresh"' in html
+    assert f'hx-get="/t/acme/sessions/{session.id}/status/"' in html
+    assert 'data-field="connect-state">pending<' in html
+    assert '<noscript><meta http-equiv="refresh"' in html  # without JavaScript too
 
 
 def test_connect_to_a_disabled_pool_explains_why(logged_in, make_pool, host):
@@ -132,10 +137,23 @@ def test_logout(logged_in):
 
 def test_a_banner_says_when_hosts_are_simulated(logged_in, host):
     client = logged_in("member")
-    assert b"Simulated hypervisor" in client.get("/t/acme/").content
+    assert b"Simulated host" in client.get("/t/acme/").content
     host.uri = "qemu+tls://kvm1.example.com/system"
     host.save()
-    assert b"Simulated hypervisor" not in client.get("/t/acme/").content
+    assert b"Simulated host" not in client.get("/t/acme/").content
+
+
+def test_the_banner_shows_only_while_no_real_host_is_up(client, host, db):
+    from hypervisors.models import Host
+
+    assert b"Simulated host" in client.get("/accounts/login/").content  # before logging in too
+    real = Host.objects.create(name="kvm-1", uri="qemu+tls://kvm1.example.com/system",
+                               console_address="kvm1.example.com", state="down")
+    assert b"Simulated host" in client.get("/accounts/login/").content  # down: not in use
+    Host.objects.filter(pk=real.pk).update(state="up")
+    assert b"Simulated host" not in client.get("/accounts/login/").content
+    Host.objects.all().update(state="down")
+    assert b"Simulated host" not in client.get("/accounts/login/").content  # none up at all
 
 
 def test_power_actions_on_member_desktop_from_the_dashboard(logged_in, member_desktop, run_tasks):

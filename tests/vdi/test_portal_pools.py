@@ -67,7 +67,12 @@ def test_admin_lists_every_pool_with_its_sizes(logged_in, make_pool):
     make_pool(name="Secret", entitle_all_members=False, enabled=False)
     html = logged_in("admin").get(LIST).content.decode()
     assert "Office" in html and "Secret" in html  # admins see pools members may not
-    assert "2 / 1" in html and "<td>7</td>" in html and "debian v1" in html
+    office = next(pool for pool in pools() if pool.name == "Office")
+    row = html[html.index(f'data-pool="{office.pk}"'):]
+    row = row[:row.index("</tr>")]
+    assert '<span data-field="ready">0</span> / 2' in row
+    assert '<span data-field="stopped">0</span> / 1' in row
+    assert '<span data-field="desktops">0</span> (7)' in row and "debian v1" in row
     assert "Floating (non-persistent)" in html and "SPICE" in html
     assert f'href="{NEW}"' in html and "New pool" in html
     for pool in pools():
@@ -92,7 +97,8 @@ def test_the_list_shows_desktops_off_the_current_image_and_pools_being_deleted(
         Desktop.objects.filter(pk=Desktop.objects.filter(pool=pool).first().pk).update(
             image=newer)
     html = logged_in("admin").get(LIST).content.decode()
-    assert "3 (1 on the current image)" in html and "debian v2" in html
+    assert '<span data-field="desktops">3</span> (5)' in html
+    assert "1 on the current image" in html and "debian v2" in html
 
     with scopes_disabled():
         Pool.objects.filter(pk=pool.pk).update(deleting_since=timezone.now(), enabled=False)
@@ -148,7 +154,10 @@ def test_admin_creates_a_pool_and_its_spares_are_provisioned(
 
     html = client.get(LIST).content.decode()
     assert "Pool “Design” created; its spares are being prepared." in html
-    assert "<td>3</td>" in html  # its desktops
+    assert (f'<tr id="pool-{pool.pk}" data-pool="{pool.pk}"' in html
+            and '<span data-field="ready">2</span> / 2' in html
+            and '<span data-field="stopped">1</span> / 1' in html
+            and '<span data-field="desktops">3</span>' in html)
 
 
 def test_unchecked_boxes_are_saved_as_off(logged_in, form_data):

@@ -166,3 +166,49 @@ def test_reaper_requeues_then_fails_operations_whose_worker_died(make_pool, tena
         assert "worker stopped answering" in operation.error
         desktop.refresh_from_db()
         assert desktop.state == DesktopState.ERROR
+
+
+def test_reaper_sends_again_pending_operations_whose_message_was_lost(
+    make_pool, host, settings, monkeypatch
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from vdi import tasks
+    from vdi.services import desktop_create, operations_reap
+
+    sent = []
+    monkeypatch.setattr(tasks.operation_run_task, "delay", lambda *args: sent.append(args))
+    pool = make_pool(min_ready=0)
+    with scopes_disabled():
+        desktop = desktop_create(pool=pool, actor=None, start=True)
+        operation = Operation.objects.get(desktop=desktop)
+        assert operations_reap() == 0  # just enqueued: its message is on its way
+
+        # The broker restarted empty: nothing will ever deliver it.
+        long_ago = timezone.now() - timedelta(seconds=settings.VDI["OPERATION_DEADLINE_S"] + 1)
+        Operation.objects.filter(pk=operation.pk).update(state_changed_at=long_ago)
+        assert operations_reap() == 1
+        assert sent == [(str(operation.id),)]
+        assert operations_reap() == 0  # sent again once per deadline, not on every pass
+        operation.refresh_from_db()
+        assert operation.state == OperationState.PENDING
+
+
+def test_a_spare_an_operation_is_about_to_change_is_not_claimed(make_pool, host, run_tasks,
+                                                                 users, tenant):
+    from vdi.choices import OperationKind
+    from vdi.services import desktop_claim_spare, operation_create
+
+    with run_tasks():
+        pool = make_pool(min_ready=2)
+    with tenant_scope(tenant):
+        older, newer = Desktop.objects.filter(pool=pool).order_by("created_at")
+        # Trimmed as surplus (or reset after a logoff): its operation is queued, not yet run.
+        operation_create(desktop=older, kind=OperationKind.SHUTDOWN, actor=None)
+
+        claimed = desktop_claim_spare(pool=pool, user=users["member"], state=DesktopState.RUNNING)
+        assert claimed == newer
+        assert desktop_claim_spare(pool=pool, user=users["owner"],
+                                   state=DesktopState.RUNNING) is None

@@ -25,8 +25,8 @@ def test_production_with_a_secret_passes_the_deploy_check(tmp_path):
     result = run_check(tmp_path, SECRET_KEY="x" * 60, ALLOWED_HOSTS="vdi.example.com")
     assert result.returncode == 0, result.stderr
     clean = {k: v for k, v in os.environ.items() if k not in {"DJANGO_SETTINGS_MODULE", "VDI_ENV"}}
-    clean.update(VDI_DATA_DIR=str(tmp_path), SECRET_KEY="x" * 60 + "-0123456789abcdefABCDEF",
-                 ALLOWED_HOSTS="vdi.example.com")
+    clean.update(VDI_ENV="production", VDI_DATA_DIR=str(tmp_path),
+                 SECRET_KEY="x" * 60 + "-0123456789abcdefABCDEF", ALLOWED_HOSTS="vdi.example.com")
     deploy = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level",
                              "WARNING"], cwd=ROOT, env=clean, capture_output=True, text=True,
                             timeout=120)
@@ -45,3 +45,22 @@ def test_unknown_profile_is_refused(tmp_path):
 
 def test_debug_is_off_unless_asked(settings):
     assert settings.DEBUG is False
+
+
+def test_production_security_settings(tmp_path):
+    """What check --deploy can't see: the proxy's HTTPS header is honoured, cookies are
+    secure, hosts are strict, logs are JSON, logins lock out."""
+    script = ("import django; from django.conf import settings as s; django.setup(); "
+              "print(s.SECURE_PROXY_SSL_HEADER, s.SECURE_SSL_REDIRECT, s.SESSION_COOKIE_SECURE,"
+              " s.CSRF_COOKIE_SECURE, s.SECURE_HSTS_SECONDS, s.ALLOWED_HOSTS, s.LOG_FORMAT,"
+              " s.AXES_FAILURE_LIMIT, sep='|')")
+    env = {k: v for k, v in os.environ.items() if k not in {"DJANGO_SETTINGS_MODULE", "VDI_ENV"}}
+    env.update(VDI_ENV="production", VDI_DATA_DIR=str(tmp_path), SECRET_KEY="x" * 60,
+               ALLOWED_HOSTS="vdi.example.com", DJANGO_SETTINGS_MODULE="vdi.settings")
+    env.pop("LOG_FORMAT", None)
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().split("|") == [
+        "('HTTP_X_FORWARDED_PROTO', 'https')", "True", "True", "True", "31536000",
+        "['vdi.example.com']", "json", "5"]

@@ -90,3 +90,29 @@ def test_each_host_counts_its_own_boots(stopped_desktops, host, run_tasks):
     hold_slot(first, other)  # busy elsewhere
 
     assert run(second) == OperationState.SUCCEEDED
+
+
+def test_a_provisioning_that_waited_for_a_boot_slot_resumes_with_its_start(
+    make_pool, host, run_tasks
+):
+    Host.objects.filter(pk=host.pk).update(max_concurrent_boots=1)
+    with run_tasks():
+        pool = make_pool(min_stopped=1)
+    with scopes_disabled():
+        holder = start(Desktop.objects.get(pool=pool))
+        hold_slot(holder, host)
+        from vdi.services import desktop_create
+
+        desktop = desktop_create(pool=pool, actor=None, start=True)
+        provision = Operation.objects.get(desktop=desktop)
+
+    assert run(provision) == WAITING  # defined, then in line for a boot slot
+    desktop.refresh_from_db()
+    assert desktop.state == DesktopState.STARTING
+
+    finish(holder, run_tasks)  # wakes the provisioning: only its start is left to do
+    with scopes_disabled():
+        provision.refresh_from_db()
+        desktop.refresh_from_db()
+    assert provision.state == OperationState.SUCCEEDED, provision.error
+    assert desktop.state == DesktopState.RUNNING

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
@@ -9,8 +10,15 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from vdi.errors import ServiceError
+from tenants.audit import RECORDED, audit_failure
+from vdi.errors import Forbidden, InvalidInput, ServiceError
 from vdi.statemachine import IllegalTransition
+
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Refusals worth an audit entry; 401 (nobody), 404 (nothing they may see), 405 and 429 are not.
+AUDITED_REFUSALS = frozenset({400, 403, 409, 415})
+VERBS = {"create": "create", "update": "update", "partial_update": "update",
+         "destroy": "delete"}
 
 
 def error_response(status_code: int, code: str, message: str, details=None, headers=None):
@@ -19,6 +27,44 @@ def error_response(status_code: int, code: str, message: str, details=None, head
 
 
 def exception_handler(exc, context):
+    response = _exception_response(exc, context)
+    if response is not None:
+        _audit_refusal(exc, context, response.status_code)
+    return response
+
+
+def _audit_refusal(exc, context, status_code: int) -> None:
+    """A mutation refused before any service ran (permissions, validation, the
+    Idempotency-Key) is audited here: ``denied`` for a 403, else ``rejected``. Refusals a
+    service audited itself are not recorded twice."""
+    view, request = context.get("view"), context.get("request")
+    basename = getattr(view, "basename", None)
+    if (request is None or request.method not in MUTATING or basename is None
+            or status_code not in AUDITED_REFUSALS or getattr(exc, RECORDED, False)):
+        return
+    if isinstance(exc, ServiceError):
+        refusal = exc
+    elif status_code == 403:
+        refusal = Forbidden(_message(exc))
+    else:
+        refusal = InvalidInput(_message(exc), code=getattr(exc, "default_code", "invalid"))
+    action = getattr(view, "action", None) or request.method.lower()
+    access = getattr(view, "access", None)
+    audit_failure(refusal, tenant=access.tenant if access else None,
+                  action=f"{basename}.{VERBS.get(action, action)}", target=_model_of(view),
+                  object_id=view.kwargs.get(view.lookup_url_kwarg or view.lookup_field))
+
+
+def _message(exc) -> str:
+    detail = getattr(exc, "detail", None) or str(exc)
+    return (json.dumps(detail) if isinstance(detail, dict | list) else str(detail))[:500]
+
+
+def _model_of(view):
+    return getattr(view, "model", None) or view.get_serializer_class().Meta.model
+
+
+def _exception_response(exc, context):
     if isinstance(exc, ServiceError):
         return error_response(exc.status, exc.code, exc.message, exc.details)
     if isinstance(exc, IllegalTransition):

@@ -97,8 +97,7 @@ class DesktopViewSet(IdempotentMixin, TenantThrottleMixin, TenantScopedMixin, Sc
     def takeover(self, request, tenant_slug, pk):
         """Take the desktop's console over (tenant admins): its user's session ends, you get a
         session and a fresh ticket; the takeover is audited."""
-        result = session_takeover(desktop=self.get_object(), actor=request.user,
-                                  source_ip=request.META.get("REMOTE_ADDR"))
+        result = session_takeover(desktop=self.get_object(), actor=request.user)
         return ticket_or_pending(request, result.session, result.ticket)
 
     start = _power_action(OperationKind.START)
