@@ -114,6 +114,18 @@ def member_desktop(make_pool, host, run_tasks, users):
 
 
 @pytest.fixture
+def logged_in(client, users):
+    """``logged_in(role)``: the test client, logged in to the portal as that role."""
+
+    def login(role):
+        client.logout()
+        assert client.login(username=users[role].username, password=PASSWORD)
+        return client
+
+    return login
+
+
+@pytest.fixture
 def api(users):
     """``api(role)``: an APIClient authenticated with a real API token for that role."""
 

@@ -1,20 +1,10 @@
 """The portal: login, tenant dashboard, Connect, ticket page, .vv download, end."""
 
-import pytest
 from django.contrib.auth import get_user_model
 
 from brokers.models import Session
 from tenants.scoping import scopes_disabled
 from tests.conftest import PASSWORD
-
-
-@pytest.fixture
-def logged_in(client, users):
-    def login(role):
-        assert client.login(username=users[role].username, password=PASSWORD)
-        return client
-
-    return login
 
 
 def test_login_page_and_redirect_to_the_only_tenant(client, users, tenant):

@@ -13,22 +13,11 @@ from django.test import Client
 from tenants.models import AuditEvent, Membership, MonthlyUsage, UsageEvent
 from tenants.scoping import scopes_disabled
 from tenants.services import audit_record
-from tests.conftest import PASSWORD
 from vdi.models import Operation
 
 MEMBERS = "/t/acme/members/"
 ADMIN_PAGES = [MEMBERS, "/t/acme/quotas/", "/t/acme/usage/", "/t/acme/operations/",
                "/t/acme/audit/"]
-
-
-@pytest.fixture
-def logged_in(client, users):
-    def login(role):
-        client.logout()
-        assert client.login(username=users[role].username, password=PASSWORD)
-        return client
-
-    return login
 
 
 def membership(tenant, username):

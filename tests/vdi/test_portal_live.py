@@ -4,23 +4,11 @@ something changes and slowly once all has settled, and stay inside the tenant.""
 
 import re
 
-import pytest
 from django.test import Client
 
 from brokers.models import Session
 from tenants.scoping import scopes_disabled
-from tests.conftest import PASSWORD
 from vdi.models import Desktop
-
-
-@pytest.fixture
-def logged_in(client, users):
-    def login(role):
-        client.logout()
-        assert client.login(username=users[role].username, password=PASSWORD)
-        return client
-
-    return login
 
 
 def element(html: str, marker: str) -> str:

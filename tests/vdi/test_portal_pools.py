@@ -6,22 +6,11 @@ from django.utils import timezone
 
 from brokers.models import Session
 from tenants.scoping import scopes_disabled, tenant_scope
-from tests.conftest import PASSWORD
 from vdi.models import Desktop, Image, Pool
 from vdi.services import pool_create
 
 LIST = "/t/acme/pools/"
 NEW = "/t/acme/pools/new/"
-
-
-@pytest.fixture
-def logged_in(client, users):
-    def login(role):
-        client.logout()
-        assert client.login(username=users[role].username, password=PASSWORD)
-        return client
-
-    return login
 
 
 @pytest.fixture
