@@ -1,5 +1,6 @@
-# Thin wrappers over scripts/: `make demo` runs the portal, `make test` runs the whole suite.
-.PHONY: setup demo test check clean
+# Thin wrappers over scripts/: `make demo` runs the portal, `make test` runs the whole suite,
+# `make bench` the benchmarks (docs/benchmarks.md).
+.PHONY: setup demo test check bench clean
 
 PYTHON := .venv/bin/python
 
@@ -11,6 +12,9 @@ demo:
 
 test:
 	scripts/test $(PYTEST_ARGS)
+
+bench:
+	bench/run $(BENCHES)
 
 check: setup
 	VDI_ENV=demo $(PYTHON) manage.py check

@@ -413,6 +413,7 @@ def test_a_tenant_with_a_trail_is_kept_a_deleted_users_entries_keep_their_name(e
     assert row.actor is None and row.actor_name == "admin"
 
 
+@pytest.mark.postgresql
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the trigger is PostgreSQL's")
 @pytest.mark.parametrize("sql", [
     "UPDATE tenants_auditevent SET action = 'forged'",
