@@ -9,9 +9,13 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 
+from vdi.errors import Forbidden, InvalidInput
+
+from .audit import audit_failure
 from .resolution import activate_tenant
 
 PAGE_SIZE = 50
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def tenant_page(view):
@@ -34,10 +38,22 @@ def tenant_admin_page(view):
     @functools.wraps(view)
     def wrapper(request, *args, **kwargs):
         if not request.tenant_access.is_admin:
-            raise PermissionDenied("Only the organisation's owners and admins may open this page.")
+            refusal = Forbidden("Only the organisation's owners and admins may open this page.")
+            if request.method not in SAFE_METHODS:  # a change refused: the trail keeps it
+                tenant = request.tenant_access.tenant
+                audit_failure(refusal, tenant=tenant, action=f"portal.{view.__name__}",
+                              target=tenant, details={"path": request.path})
+            raise PermissionDenied(refusal.message)
         return view(request, *args, **kwargs)
 
     return wrapper
+
+
+def audit_invalid_form(request, form, *, action: str, target) -> None:
+    """A portal form refused before any service ran is a refused change too: record it as
+    the API records a 400 (the fields at fault, never their values)."""
+    audit_failure(InvalidInput("The form was not valid."), tenant=request.tenant_access.tenant,
+                  action=action, target=target, details={"fields": sorted(form.errors)})
 
 
 def poll_ms(*, changing: bool) -> int:

@@ -16,7 +16,8 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 from vdi.errors import InvalidInput, ServiceError
 
 from .forms import MemberAddForm, MemberRoleForm
-from .portal import page_of, tenant_admin_page
+from .models import Membership
+from .portal import audit_invalid_form, page_of, tenant_admin_page
 from .selectors import audit_list, membership_list, month_list, quota_usage, usage_history
 from .services import membership_invite, membership_remove, membership_update_role
 
@@ -38,6 +39,8 @@ def member_list(request):
     """The members with their roles, and the form that adds one (by username or e-mail)."""
     tenant = request.tenant_access.tenant
     form = MemberAddForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and not form.is_valid():
+        audit_invalid_form(request, form, action="member.add", target=Membership)
     if request.method == "POST" and form.is_valid():
         try:
             membership = membership_invite(

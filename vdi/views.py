@@ -7,7 +7,7 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 
 from brokers.selectors import session_list_for_user
 from brokers.choices import LIVE_SESSION_STATES, SessionState
-from tenants.portal import page_of, poll_ms, tenant_admin_page, tenant_page
+from tenants.portal import audit_invalid_form, page_of, poll_ms, tenant_admin_page, tenant_page
 from tenants.selectors import tenant_list_for_user
 
 from .choices import CHANGING_DESKTOP_STATES, POWER_OPERATIONS_FROM, OperationKind
@@ -173,6 +173,9 @@ def _pool_form_page(request, *, pool: Pool | None):
     form = PoolForm(request.POST if request.method == "POST" else None, instance=pool)
     title = pool.name if pool else ""  # the form changes pool's attributes as it validates
     service_error = None
+    if request.method == "POST" and not form.is_valid():
+        audit_invalid_form(request, form, action="pool.update" if pool else "pool.create",
+                           target=pool or Pool)
     if request.method == "POST" and form.is_valid():
         try:
             if pool is None:

@@ -267,6 +267,30 @@ def test_a_refusal_in_the_portal_is_recorded(portal, member_desktop):
     assert (row.action, row.result) == ("desktop.start", "rejected")
 
 
+def test_a_member_refused_an_admin_page_in_the_portal_is_recorded(client, users):
+    client.force_login(users["member"])
+    response = client.post("/t/acme/members/", {"who": "mallory", "role": "owner"})
+    assert response.status_code == 403
+    [row] = of_request(response)
+    assert (row.action, row.result, row.source, row.actor) == (
+        "portal.member_list", "denied", "portal", users["member"])
+    assert row.details["path"] == "/t/acme/members/" and row.tenant.slug == "acme"
+    assert client.get("/t/acme/members/").status_code == 403
+    assert entries(action="portal.member_list") == [row]  # looking is not a change
+
+
+def test_an_invalid_portal_form_is_a_rejected_entry(portal):
+    response = portal.post("/t/acme/pools/new/", {"name": "", "vcpus": "lots"})
+    assert response.status_code == 200
+    [row] = of_request(response)
+    assert (row.action, row.result, row.source) == ("pool.create", "rejected", "portal")
+    assert "name" in row.details["fields"] and "vcpus" in row.details["fields"]
+    assert "lots" not in json.dumps(row.details)  # the fields at fault, not their values
+    response = portal.post("/t/acme/members/", {"who": "", "role": "king"})
+    [row] = of_request(response)
+    assert (row.action, row.result) == ("member.add", "rejected")
+
+
 @pytest.fixture
 def operator(client, make_user):
     client.force_login(make_user("operator", is_staff=True, is_superuser=True))
