@@ -279,6 +279,9 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_DEFAULT_QUEUE = "vdi"
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Workers keep their database connections between tasks as web processes do between requests
+# (CONN_MAX_AGE, health checks; vdi/celery.py), instead of Celery's reconnect per task.
+CELERY_DB_REUSE_MAX = 1_000_000
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 _REAP_INTERVAL_S = float(os.environ.get("VDI_OPERATIONS_REAP_INTERVAL_S", "60"))
 CELERY_BEAT_SCHEDULE = {
