@@ -4,6 +4,7 @@ something changes and slowly once all has settled, and stay inside the tenant.""
 
 import re
 
+import pytest
 from django.test import Client
 
 from brokers.models import Session
@@ -118,16 +119,20 @@ def test_pending_session_status_fragment_then_refresh_once_ready(logged_in, make
     assert "hx-get" not in ready.content.decode()  # nothing left to follow
 
 
-def test_the_ready_session_page_links_to_the_console_and_the_vv(logged_in, make_pool, host,
-                                                                run_tasks):
+@pytest.fixture
+def connected(logged_in, make_pool, host, run_tasks):
+    """The member's portal client, after Connect on a pool with a ready spare, and the session."""
     with run_tasks():
         pool = make_pool(min_ready=1)
     client = logged_in("member")
     with run_tasks():
         client.post(f"/t/acme/pools/{pool.pk}/connect/")
     with scopes_disabled():
-        session = Session.objects.get()
+        return client, Session.objects.get()
 
+
+def test_the_ready_session_page_links_to_the_console_and_the_vv(connected):
+    client, session = connected
     html = client.get(f"/t/acme/sessions/{session.pk}/").content.decode()
 
     assert 'data-field="connect-state"' in html
@@ -208,16 +213,8 @@ def test_a_power_button_sent_by_htmx_gets_the_fresh_live_part_and_the_message(
     assert f"Power off: {member_desktop.name} — on its way." in html
 
 
-def test_ending_a_session_by_htmx_answers_with_the_live_part(logged_in, make_pool, host,
-                                                             run_tasks):
-    with run_tasks():
-        pool = make_pool(min_ready=1)
-    client = logged_in("member")
-    with run_tasks():
-        client.post(f"/t/acme/pools/{pool.pk}/connect/")
-    with scopes_disabled():
-        session = Session.objects.get()
-
+def test_ending_a_session_by_htmx_answers_with_the_live_part(connected, run_tasks):
+    client, session = connected
     with run_tasks():
         response = client.post(f"/t/acme/sessions/{session.pk}/end/", HTTP_HX_REQUEST="true")
 
