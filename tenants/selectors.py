@@ -80,6 +80,6 @@ def usage_history(*, tenant: Tenant, months: list[date], now: datetime | None = 
 
 
 def audit_list(*, tenant: Tenant) -> QuerySet[AuditEvent]:
-    """The tenant's audit trail, newest first."""
-    return AuditEvent.objects.filter(tenant=tenant).select_related("actor").order_by(
-        "-created_at")
+    """The tenant's audit trail, newest first (``actor_name`` names the actor, even one whose
+    account is gone)."""
+    return AuditEvent.objects.filter(tenant=tenant).order_by("-created_at")

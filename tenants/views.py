@@ -190,12 +190,4 @@ def _nice_ceiling(value: float) -> float:
 def audit(request):
     """The organisation's audit trail, newest first."""
     events = page_of(request, audit_list(tenant=request.tenant_access.tenant))
-    for event in events:
-        # What older entries may lack: the result, the channel, the request id, and the
-        # actor's name kept after the account is gone.
-        event.portal_result = getattr(event, "result", "")
-        event.portal_source = getattr(event, "source", "")
-        event.portal_request_id = getattr(event, "request_id", "")
-        event.portal_actor = (event.actor.get_username() if event.actor
-                              else getattr(event, "actor_name", ""))
     return render(request, "portal/audit.html", {"events": events})

@@ -273,8 +273,6 @@ def test_the_audit_trail_shows_who_did_what(logged_in, users, tenant, other_tena
 
 
 def test_audit_result_source_and_request_id_are_shown_when_recorded(logged_in, tenant):
-    if not {"result", "source", "request_id"} <= {f.name for f in AuditEvent._meta.get_fields()}:
-        pytest.skip("the audit trail records no result, source or request id")
     AuditEvent(tenant=tenant, action="member.role", object_type="tenants.membership",
                object_id="1", result="denied", source="portal", request_id="req-42").save()
     html = logged_in("admin").get("/t/acme/audit/").content.decode()
