@@ -14,7 +14,9 @@ from django.views.decorators.csrf import requires_csrf_token
 from . import context
 
 
-def _api_error(request, status: int, code: str, message: str, details: dict | None = None):
+def api_error(request, status: int, code: str, message: str, details: dict | None = None):
+    """The API's error envelope for an answer made outside DRF (error pages, the login
+    lockout), or None for a request that is not the API's."""
     if not request.path.startswith("/api/"):
         return None
     body = {"error": {"code": code, "message": message, "details": details or {}}}
@@ -23,21 +25,21 @@ def _api_error(request, status: int, code: str, message: str, details: dict | No
 
 @requires_csrf_token
 def permission_denied(request, exception):
-    return (_api_error(request, 403, "permission_denied",
+    return (api_error(request, 403, "permission_denied",
                        "You do not have permission to perform this action.")
             or defaults.permission_denied(request, exception, template_name="403.html"))
 
 
 @requires_csrf_token
 def page_not_found(request, exception):
-    return (_api_error(request, 404, "not_found", "Not found.")
+    return (api_error(request, 404, "not_found", "Not found.")
             or defaults.page_not_found(request, exception, template_name="404.html"))
 
 
 @requires_csrf_token
 def server_error(request):
     request_id = context.current().request_id
-    api = _api_error(request, 500, "server_error", "Something went wrong on our side.",
+    api = api_error(request, 500, "server_error", "Something went wrong on our side.",
                      {"request_id": request_id} if request_id else None)
     if api is not None:
         return api

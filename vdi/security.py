@@ -9,8 +9,9 @@ from urllib.parse import urlsplit
 from axes.backends import AxesStandaloneBackend
 from csp.middleware import CSPMiddleware
 from django.conf import settings
-from django.http import JsonResponse
 from django.shortcuts import render
+
+from .errorpages import api_error
 
 
 # --- login lockout ----------------------------------------------------------------------------
@@ -34,14 +35,11 @@ def lockout_response(request, original_response=None, credentials=None):
     minutes = max(1, math.ceil(retry_after / 60))
     message = (f"Too many failed logins for this account from your address. Try again in "
                f"{minutes} minute{'s' if minutes != 1 else ''}.")
-    if request.path.startswith("/api/"):
-        response = JsonResponse(
-            {"error": {"code": "login_locked_out", "message": message,
-                       "details": {"retry_after": retry_after}}},
-            status=settings.AXES_HTTP_RESPONSE_CODE)
-    else:
-        response = render(request, "registration/locked_out.html", {"message": message},
-                          status=settings.AXES_HTTP_RESPONSE_CODE)
+    status = settings.AXES_HTTP_RESPONSE_CODE
+    response = (api_error(request, status, "login_locked_out", message,
+                          {"retry_after": retry_after})
+                or render(request, "registration/locked_out.html", {"message": message},
+                          status=status))
     response["Retry-After"] = str(retry_after)
     return response
 
