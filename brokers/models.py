@@ -5,7 +5,7 @@ from django.db import models
 
 from tenants.models import TenantOwnedModel
 
-from .choices import EndReason, SessionState, TicketKind
+from .choices import LIVE_SESSION_STATES, EndReason, SessionState, TicketKind
 
 
 class Session(TenantOwnedModel):
@@ -41,6 +41,14 @@ class Session(TenantOwnedModel):
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["tenant", "user", "state"])]
+        constraints = [
+            # The holder rule's foundation (brokers/holding.py): one live session a desktop.
+            models.UniqueConstraint(
+                fields=["tenant", "desktop"],
+                condition=models.Q(state__in=sorted(LIVE_SESSION_STATES)),
+                name="session_one_live_per_desktop",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"session {self.id} ({self.state})"

@@ -1,19 +1,24 @@
 from datetime import datetime
 
-from vdi.models import Desktop
 from vdi.taskutils import platform_task
 
-from .services import sessions_expire, ticket_apply
+from .services import console_revoke, sessions_expire, ticket_apply
 
 
+# Both run on the "console" queue (CELERY_TASK_ROUTES): tickets never wait behind
+# provisioning work, and a cut follows the tickets it revokes.
 @platform_task("brokers.ticket_apply")
-def ticket_apply_task(desktop_id: str, protocol: str, password: str, valid_until: str,
-                      disconnect: bool = False, **_kwargs) -> dict:
-    desktop = Desktop.objects.select_related("host").filter(pk=desktop_id).first()
-    if desktop is None or desktop.host is None:
-        return {"applied": False, "error": "the desktop no longer exists"}
-    return ticket_apply(desktop=desktop, protocol=protocol, password=password,
-                        valid_until=datetime.fromisoformat(valid_until), disconnect=disconnect)
+def ticket_apply_task(session_id: str, kind: str, protocol: str, password: str,
+                      valid_until: str, token_hash: str | None = None, issued_by=None,
+                      takeover: bool = False, **_kwargs) -> dict:
+    return ticket_apply(session_id=session_id, kind=kind, protocol=protocol, password=password,
+                        valid_until=datetime.fromisoformat(valid_until), token_hash=token_hash,
+                        issued_by=issued_by, takeover=takeover)
+
+
+@platform_task("brokers.console_revoke")
+def console_revoke_task(desktop_id: str, **_kwargs) -> bool:
+    return console_revoke(desktop_id=desktop_id)
 
 
 @platform_task("brokers.sessions_expire")

@@ -19,7 +19,7 @@ from vdi.views import dashboard_answer
 from .choices import LIVE_SESSION_STATES, SessionState, TicketKind
 from .consolefile import vv_response
 from .selectors import session_list_for_user
-from .services import session_connect, session_end, ticket_issue
+from .services import console_file_ticket_issue, session_connect, session_end, ticket_issue
 
 
 def _own_session(request, pk):
@@ -120,7 +120,7 @@ def session_list(request):
 def console_vv(request, pk):
     session = _own_session(request, pk)
     try:
-        issued = ticket_issue(session=session, user=request.user)
+        issued = console_file_ticket_issue(session=session, user=request.user)
     except ServiceError as error:
         messages.error(request, error.message)
         return redirect("portal-session", tenant_slug=session.tenant.slug, pk=session.pk)

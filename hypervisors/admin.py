@@ -45,7 +45,23 @@ class HostAdmin(AuditedAdmin, admin.ModelAdmin):
     list_display = ["name", "state", "enabled", "vcpus_in_use", "memory_in_use", "desktop_count",
                     "virt_type", "uri", "last_seen_at", "problem"]
     list_filter = ["state", "enabled", "virt_type"]
-    search_fields = ["name", "uri", "console_address"]
+    search_fields = ["name", "uri", "console_address", "vnc_listen_address"]
+    fieldsets = [
+        (None, {"fields": ["name", "uri", "virt_type", "enabled", "storage_pool", "network",
+                           "bridge", "cpu_overcommit", "memory_overcommit",
+                           "max_concurrent_boots"]}),
+        ("Consoles", {
+            "fields": ["console_address", "vnc_listen_address", "console_tls_subject",
+                       "console_ca_cert"],
+            "description": "Console clients dial the console address (SPICE, .vv files). "
+                           "VNC displays listen on the VNC listen address only, which only "
+                           "the console proxies should reach: browsers get VNC through them, "
+                           "and a proxy cuts a console the moment its session ends.",
+        }),
+        ("Discovered", {"fields": ["state", "cpus", "memory_mb", "virt_types",
+                                   "storage_free_gb", "volumes", "unknown_domains", "failures",
+                                   "last_seen_at", "last_checked_at", "last_error"]}),
+    ]
     readonly_fields = ["state", "cpus", "memory_mb", "virt_types", "storage_free_gb", "volumes",
                        "unknown_domains", "failures", "last_seen_at", "last_checked_at",
                        "last_error"]

@@ -3,6 +3,11 @@
 Every desktop gets a SPICE and a VNC display (SPICE for native clients, VNC for the browser
 console proxy), both locked: their password expired long ago, so nothing connects until the
 broker sets a ticket on the live domain.
+
+SPICE listens on the console address clients dial; VNC only on the address the console
+proxies dial (``vnc_address``, the host's ``vnc_listen_address``). A password change cuts
+SPICE clients (``connected='disconnect'``) but never VNC ones, so no VNC client may reach
+the display except through a proxy, which closes a console when its session ends.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ class DomainSpec:
     memory_mb: int
     disk_path: str
     console_address: str
+    vnc_address: str = "127.0.0.1"
     network: str = ""
     bridge: str = ""
     kernel: str = ""
@@ -107,7 +113,7 @@ def build_domain_xml(spec: DomainSpec) -> str:
         _sub(serial, "target", port="0")
     _sub(devices, "input", type="tablet", bus="usb")
     _graphics(devices, "spice", spec.console_address)
-    _graphics(devices, "vnc", spec.console_address)
+    _graphics(devices, "vnc", spec.vnc_address)
     video = _sub(devices, "video")
     _sub(video, "model", type="vga")
     _sub(devices, "memballoon", model="virtio")

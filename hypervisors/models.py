@@ -1,3 +1,4 @@
+import ipaddress
 import uuid
 from urllib.parse import urlsplit
 
@@ -19,6 +20,12 @@ class Host(models.Model):
     virt_type = models.CharField(max_length=8, choices=VirtType.choices, default=VirtType.KVM)
     console_address = models.CharField(
         max_length=255, help_text="Address console clients dial to reach this host's guests."
+    )
+    vnc_listen_address = models.CharField(
+        max_length=255, default="127.0.0.1",
+        help_text="The address the console proxies reach this host's VNC displays on; keep "
+                  "it off any network clients reach (browsers get VNC through the proxies "
+                  "only). 127.0.0.1 suits a proxy on the host itself.",
     )
     enabled = models.BooleanField(default=True)
     state = models.CharField(max_length=16, choices=HostState.choices, default=HostState.NEW)
@@ -76,6 +83,9 @@ class Host(models.Model):
             errors["uri"] = uri_problem
         if self.network and self.bridge:
             errors["bridge"] = "Set a libvirt network or a bridge, not both."
+        vnc_problem = _vnc_listen_problem(self.vnc_listen_address, self.console_address)
+        if vnc_problem:
+            errors["vnc_listen_address"] = vnc_problem
         if errors:
             raise ValidationError(errors)
 
@@ -100,6 +110,30 @@ class Host(models.Model):
     @property
     def memory_capacity_mb(self) -> int:
         return int(self.memory_mb * self.memory_overcommit)
+
+
+def _vnc_listen_problem(address: str, console_address: str) -> str:
+    """Why VNC displays may not listen on ``address``, or an empty string.
+
+    QEMU keeps a VNC client connected when its password changes, so a native VNC client
+    that could reach the display would outlive its session: the displays listen only where
+    the console proxies dial, which cut a browser console when its session ends.
+    """
+    if not address or any(c.isspace() for c in address):
+        return "Enter the address the console proxies reach this host's VNC displays on."
+    address = address.lower()
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        ip = None
+    if ip is not None and ip.is_unspecified:
+        return ("VNC displays may not listen on every address: console clients could reach "
+                "them directly. Use an address only the console proxies reach.")
+    if address == console_address.strip().lower() and not (ip and ip.is_loopback):
+        return ("VNC displays may not listen on the console address clients dial: a native "
+                "VNC client could stay connected after its session ends. Use an address only "
+                "the console proxies reach.")
+    return ""
 
 
 _URI_SCHEMES = {"qemu", "test"}

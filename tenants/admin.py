@@ -1,16 +1,22 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 
 from vdi.adminutils import AuditedAdmin, ReadOnlyAdmin
+from vdi.errors import ServiceError
 
 from .choices import TenantStatus
-from .models import AuditEvent, Membership, MonthlyUsage, Tenant, UsageEvent
-from .services import tenant_set_status
+from .models import AuditEvent, Invitation, Membership, MonthlyUsage, Tenant, UsageEvent
+from .services import invitation_revoke, membership_remove, tenant_set_status
+from .tokens import ApiToken, RevokeReason, api_token_revoke
 
 
 class MembershipInline(admin.TabularInline):
     model = Membership
     extra = 0
     autocomplete_fields = ["user"]
+    # Removing someone is the membership page's Delete: it goes through membership_remove,
+    # so the last-owner rule holds and their sessions end.
+    can_delete = False
 
 
 @admin.register(Tenant)
@@ -43,6 +49,48 @@ class MembershipAdmin(AuditedAdmin, admin.ModelAdmin):
     search_fields = ["user__username", "tenant__slug"]
     autocomplete_fields = ["user"]
 
+    def delete_model(self, request, obj):
+        """Through the service, as in the portal and the API: the last owner stays, and the
+        person's access ends."""
+        try:
+            membership_remove(membership=obj, actor=request.user)
+        except ServiceError as error:
+            raise PermissionDenied(error.message) from None
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            try:
+                membership_remove(membership=obj, actor=request.user)
+            except ServiceError as error:
+                self.message_user(request, f"{obj}: {error.message}", messages.ERROR)
+
+
+@admin.register(Invitation)
+class InvitationAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+    """Every organisation's invitations, with the account each one reached (``user``), which
+    the organisation's own admins are never shown."""
+
+    deletable = False  # revoke instead: the organisation's trail refers to it
+    list_display = ["created_at", "tenant", "username", "email", "user", "role", "state",
+                    "inviter", "expires_at", "accepted_at"]
+    list_filter = ["state", "role", "tenant"]
+    search_fields = ["username", "email", "user__username", "tenant__slug"]
+    exclude = ["token_hash"]
+    readonly_fields = list_display
+    actions = ["revoke"]
+
+    @admin.action(description="Revoke (its link stops working)")
+    def revoke(self, request, queryset):
+        revoked = 0
+        for invitation in queryset:
+            try:
+                invitation_revoke(invitation=invitation, actor=request.user)
+            except ServiceError as error:
+                self.message_user(request, f"{invitation}: {error.message}", messages.ERROR)
+            else:
+                revoked += 1
+        self.message_user(request, f"{revoked} invitation(s) revoked.")
+
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin, admin.ModelAdmin):
@@ -74,3 +122,29 @@ class UsageEventAdmin(ReadOnlyAdmin, admin.ModelAdmin):
                     "memory_mb"]
     list_filter = ["subject", "active", "tenant"]
     search_fields = ["subject_id"]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+    """Every user's API tokens, without their keys; deleting one revokes it (audited)."""
+
+    list_display = ["name", "user", "created", "last_used_at", "expiry"]
+    list_select_related = ["token__user"]
+    search_fields = ["name", "token__user__username"]
+    readonly_fields = ["id", "name", "user", "created", "last_used_at", "expiry"]
+    exclude = ["token"]
+
+    @admin.display(ordering="token__user__username")
+    def user(self, obj):
+        return obj.token.user
+
+    @admin.display(ordering="token__created")
+    def created(self, obj):
+        return obj.token.created
+
+    @admin.display(ordering="token__expiry")
+    def expiry(self, obj):
+        return obj.token.expiry
+
+    def delete_model(self, request, obj):
+        api_token_revoke(token=obj, actor=request.user, reason=RevokeReason.ADMIN)

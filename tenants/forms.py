@@ -13,8 +13,9 @@ from .choices import Role
 class MemberAddForm(forms.Form):
     who = forms.CharField(
         label="Username or e-mail address", max_length=254,
-        help_text="An existing user by username, or anyone by e-mail address: a new account "
-                  "gets an e-mail with a link to choose a password.",
+        help_text="Whom to invite: they become a member once they accept. By e-mail address, "
+                  "a link is sent there (a new address gets an account, whose password the "
+                  "link chooses).",
         widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
     )
     role = forms.ChoiceField(label="Role", choices=Role.choices, initial=Role.MEMBER)

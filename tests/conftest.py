@@ -157,3 +157,17 @@ def run_tasks(django_capture_on_commit_callbacks):
             celery_app.conf.task_always_eager = previous
 
     return block
+
+
+@pytest.fixture
+def passwords_apply(monkeypatch):
+    """The simulated host accepts console passwords, as a real host does (libvirt's test
+    driver cannot set them): returns the calls, ``(domain, protocol, disconnect)``."""
+    calls = []
+
+    def set_console_password(self, name, protocol, password, valid_until, disconnect=False):
+        calls.append((name, protocol, disconnect))
+
+    monkeypatch.setattr("hypervisors.drivers.libvirt_driver.LibvirtDriver.set_console_password",
+                        set_console_password)
+    return calls

@@ -10,6 +10,7 @@ from .services import (
     image_publish,
     image_save,
     pool_delete,
+    pool_entitlements_changed,
     pool_save,
     pool_update,
 )
@@ -102,6 +103,11 @@ class PoolAdmin(AuditedAdmin, admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         pool_save(pool=obj, actor=request.user, changed=form.changed_data)
 
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        if any(formset.has_changed() for formset in formsets):
+            pool_entitlements_changed(pool=form.instance, actor=request.user)
+
     # Deleting drains the pool: sessions end, desktops go in the background, then the pool.
     # Its desktops are therefore not an obstacle, whatever the foreign key says.
     def get_deleted_objects(self, objs, request):
@@ -142,8 +148,10 @@ class DesktopAdmin(AuditedAdmin, admin.ModelAdmin):
     list_filter = ["state", "tenant", "host"]
     list_select_related = ["tenant", "pool", "host", "image", "assigned_user"]
     search_fields = ["name", "assigned_user__username", "pool__name"]
-    readonly_fields = ["state", "state_changed_at", "spice_port", "spice_tls_port", "vnc_port",
-                       "volume_name", "last_error"]
+    # Who holds a desktop changes only through the broker (Connect, takeover, logoff), so the
+    # holder rule holds; a reset releases a floating desktop.
+    readonly_fields = ["state", "state_changed_at", "assigned_user", "needs_reset", "spice_port",
+                       "spice_tls_port", "vnc_port", "volume_name", "last_error"]
     actions = [_power_action(kind) for kind in POWER_OPERATIONS_FROM]
 
 
@@ -167,6 +175,18 @@ class PoolEntitlementAdmin(AuditedAdmin, admin.ModelAdmin):
     list_filter = ["tenant"]
     search_fields = ["pool__name", "user__username"]
     autocomplete_fields = ["user"]
+
+    # A user taken off a pool loses its sessions there (and one moved to another pool too).
+    def save_model(self, request, obj, form, change):
+        previous = PoolEntitlement._base_manager.filter(pk=obj.pk).values_list(
+            "pool_id", flat=True).first() if change else None
+        super().save_model(request, obj, form, change)
+        for pool in Pool._base_manager.filter(pk__in={previous, obj.pool_id} - {None}):
+            pool_entitlements_changed(pool=pool, actor=request.user)
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        pool_entitlements_changed(pool=obj.pool, actor=request.user)
 
 
 @admin.register(IdempotentRequest)

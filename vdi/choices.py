@@ -75,9 +75,10 @@ class OperationKind(models.TextChoices):
     DELETE = "delete", "Delete"
 
 
-# Which desktop states each operation users may ask for can start from.
+# Which desktop states each operation users may ask for can start from. A desktop in error
+# starts again only through a reset: whatever broke it (and whoever used it) stays behind.
 POWER_OPERATIONS_FROM = {
-    OperationKind.START: (_D.STOPPED, _D.ERROR),
+    OperationKind.START: (_D.STOPPED,),
     OperationKind.SHUTDOWN: (_D.RUNNING,),
     OperationKind.POWEROFF: (_D.RUNNING, _D.STOPPING, _D.UNKNOWN),
     OperationKind.REBOOT: (_D.RUNNING,),

@@ -4,8 +4,10 @@ services (``vdi/services.py``), whose errors the views put back on these forms."
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
+from .limits import TICKET_TTL_MAX_S, TICKET_TTL_MIN_S
 from .models import Image, Pool
 from .selectors import image_list_available
 
@@ -64,7 +66,8 @@ class PoolForm(forms.ModelForm):
             "idle_timeout_s": "Empty: no limit.",
             "max_session_s": "Empty: no limit.",
             "on_logoff": "Floating pools only; dedicated desktops are never recycled.",
-            "ticket_ttl_s": "10 to 3600; empty for the platform default.",
+            "ticket_ttl_s": f"{TICKET_TTL_MIN_S} to {TICKET_TTL_MAX_S}; empty for the platform "
+                            f"default.",
             "entitle_all_members": "Switch off to allow only listed users.",
             "enabled": "A disabled pool keeps its desktops but accepts no Connect.",
         }
@@ -73,6 +76,8 @@ class PoolForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["image"].queryset = image_list_available()
+        self.fields["max_desktops"].help_text += (
+            f" The platform allows at most {settings.VDI['POOL_MAX_DESKTOPS']}.")
 
     def fieldsets(self):
         """[(legend, [bound fields])] for the template."""

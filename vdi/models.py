@@ -17,6 +17,8 @@ from .choices import (
     PoolKind,
     Protocol,
 )
+from .limits import TICKET_TTL_MAX_S, TICKET_TTL_MIN_S
+from .naming import single_line, validate_printable
 
 
 class Image(TenantOwnedModel):
@@ -30,7 +32,7 @@ class Image(TenantOwnedModel):
         Tenant, on_delete=models.CASCADE, null=True, blank=True, related_name="+",
         help_text="Empty for a public image.",
     )
-    name = models.CharField(max_length=100)
+    name = models.CharField(max_length=100, validators=[validate_printable])
     version = models.PositiveIntegerField(default=1)
     os = models.CharField(max_length=100, blank=True, default="")
     base_volume = models.CharField(
@@ -72,7 +74,7 @@ class Image(TenantOwnedModel):
 
 class Pool(TenantOwnedModel):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    name = models.CharField(max_length=100)
+    name = models.CharField(max_length=100, validators=[validate_printable])
     description = models.CharField(max_length=500, blank=True, default="")
     image = models.ForeignKey(Image, on_delete=models.PROTECT, related_name="pools")
     kind = models.CharField(max_length=16, choices=PoolKind.choices, default=PoolKind.FLOATING)
@@ -85,13 +87,17 @@ class Pool(TenantOwnedModel):
     )
     min_ready = models.PositiveIntegerField(default=0, help_text="Running spares (L1 cache).")
     min_stopped = models.PositiveIntegerField(default=0, help_text="Stopped spares (L2 cache).")
-    max_desktops = models.PositiveIntegerField(default=10, validators=[MinValueValidator(1)])
+    max_desktops = models.PositiveIntegerField(
+        default=10, validators=[MinValueValidator(1)],
+        help_text="At most the platform's VDI_POOL_MAX_DESKTOPS.",
+    )
     max_per_user = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
     idle_timeout_s = models.PositiveIntegerField(null=True, blank=True)
     max_session_s = models.PositiveIntegerField(null=True, blank=True)
     on_logoff = models.CharField(max_length=16, choices=OnLogoff.choices, default=OnLogoff.RECYCLE)
     ticket_ttl_s = models.PositiveIntegerField(
-        null=True, blank=True, validators=[MinValueValidator(10), MaxValueValidator(3600)],
+        null=True, blank=True,
+        validators=[MinValueValidator(TICKET_TTL_MIN_S), MaxValueValidator(TICKET_TTL_MAX_S)],
         help_text="Console ticket lifetime; empty for the platform default.",
     )
     entitle_all_members = models.BooleanField(
@@ -114,6 +120,11 @@ class Pool(TenantOwnedModel):
         return self.name
 
     def clean(self):
+        platform_max = settings.VDI["POOL_MAX_DESKTOPS"]
+        if self.max_desktops is not None and self.max_desktops > platform_max:
+            raise ValidationError(
+                {"max_desktops": f"The platform allows at most {platform_max} desktops per pool."}
+            )
         if self.min_ready + self.min_stopped > self.max_desktops:
             raise ValidationError(
                 {"max_desktops": "Must be at least min_ready + min_stopped."}
@@ -153,7 +164,8 @@ class Desktop(TenantOwnedModel):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     pool = models.ForeignKey(Pool, on_delete=models.PROTECT, related_name="desktops")
     image = models.ForeignKey(Image, on_delete=models.PROTECT, related_name="desktops")
-    name = models.CharField(max_length=64, unique=True, help_text="libvirt domain name.")
+    name = models.CharField(max_length=64, unique=True, validators=[validate_printable],
+                            help_text="libvirt domain name.")
     host = models.ForeignKey(
         "hypervisors.Host", on_delete=models.PROTECT, null=True, blank=True,
         related_name="desktops",
@@ -173,6 +185,11 @@ class Desktop(TenantOwnedModel):
     spice_tls_port = models.IntegerField(null=True, blank=True)
     vnc_port = models.IntegerField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
+    needs_reset = models.BooleanField(
+        default=False,
+        help_text="A floating desktop someone has used: it goes back to its image before "
+                  "anyone else may have it.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -181,6 +198,11 @@ class Desktop(TenantOwnedModel):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def domain_title(self) -> str:
+        """The libvirt domain's title: one line, whatever the pool's name holds."""
+        return single_line(f"{self.pool.name} / {self.name}")
 
 
 class Operation(TenantOwnedModel):

@@ -37,6 +37,7 @@ from .choices import (
     PoolKind,
 )
 from .choices import OperationState as OpState
+from . import events
 from .errors import Conflict, InvalidInput
 from .metrics import OPERATION_FAILURES, OPERATION_SECONDS, observe_seconds
 from .models import Desktop, IdempotentRequest, Image, Operation, Pool
@@ -141,11 +142,19 @@ def _pool_save(pool: Pool) -> Pool:
     (new sizes, a new image)."""
     if pool.is_deleting:
         raise Conflict("This pool is being deleted.", code="pool_deleting")
-    with tenant_scope(pool.tenant):  # validation (unique names, visible image) in the tenant
-        pool.full_clean()
+    with transaction.atomic(), tenant_scope(pool.tenant):
+        pool.full_clean()  # validation (unique names, visible image) in the tenant
         pool.save()
+        # Disabled, or entitlements narrowed: sessions of users who lost the pool end.
+        events.pool_access_changed.send(sender=Pool, pool=pool, actor=None)
     pool_autoscale_enqueue(pool)
     return pool
+
+
+def pool_entitlements_changed(*, pool: Pool, actor) -> None:
+    """The pool's list of entitled users was edited (Django admin's inline)."""
+    with transaction.atomic():
+        events.pool_access_changed.send(sender=Pool, pool=pool, actor=actor)
 
 
 def pool_autoscale_enqueue(pool: Pool) -> None:
@@ -173,6 +182,7 @@ def pool_autoscale(*, pool: Pool) -> list[Desktop]:
     created: list[Desktop] = []
     with transaction.atomic():
         tenant = tenant_lock(tenant=pool.tenant)
+        _reset_released(pool)
         spares = _spares_by_intent(pool)
         short_ready = pool.min_ready - len(spares[DesktopState.RUNNING])
         short_stopped = pool.min_stopped - len(spares[DesktopState.STOPPED])
@@ -244,6 +254,18 @@ def _trim(spares, *, surplus: int, to_stopped: int) -> int:
     return shut_down
 
 
+def _reset_released(pool: Pool) -> None:
+    """Reset used desktops nobody holds any more, once they settle: what a logoff during
+    another operation, a removed member or a broken desktop's recovery left behind. Until
+    then nobody can claim them (``needs_reset``)."""
+    released = (Desktop.objects.filter(pool=pool, assigned_user__isnull=True, needs_reset=True,
+                                       state__in=(DesktopState.RUNNING, DesktopState.STOPPED))
+                .exclude(operations__state__in=UNFINISHED_OPERATION_STATES))
+    for desktop in released:
+        operation_create(desktop=desktop, kind=OperationKind.RESET, actor=None,
+                         params={"start": desktop.state == DesktopState.RUNNING})
+
+
 def _roll_onto_image(pool: Pool) -> None:
     """Recycle idle floating desktops still on an older image onto the pool's image.
 
@@ -274,8 +296,6 @@ def _roll_onto_image(pool: Pool) -> None:
 def pool_delete(*, pool: Pool, actor) -> Pool:
     """Delete a pool: it is disabled at once, its sessions end, its desktops (domains and
     overlays) are deleted in the background, and the pool row goes last."""
-    from brokers.services import sessions_end_for_pool
-
     with audited(action="pool.delete", tenant=pool.tenant, target=pool, actor=actor,
                  details={"name": pool.name}) as audit, transaction.atomic():
         pool = Pool.objects.select_for_update().get(pk=pool.pk)
@@ -284,7 +304,7 @@ def pool_delete(*, pool: Pool, actor) -> Pool:
         else:
             pool.deleting_since, pool.enabled = timezone.now(), False
             pool.save(update_fields=["deleting_since", "enabled"])
-            sessions_end_for_pool(pool=pool)
+            events.pool_access_changed.send(sender=Pool, pool=pool, actor=actor)
             logger.info("pool %s (%s) is being deleted by %s", pool.id, pool.name, actor)
         pool_autoscale_enqueue(pool)
     return pool
@@ -336,6 +356,7 @@ def desktop_claim_spare(*, pool: Pool, user, state: str) -> Desktop | None:
     """
     candidates = Desktop.objects.filter(
         pool=pool, state=state, assigned_user__isnull=True,
+        needs_reset=False,  # nobody's leftovers: a used desktop is reset first
         host__enabled=True, host__state=HostState.UP,  # not from drained or failing hosts
     ).exclude(
         # nor one an operation is about to change (reset after a logoff, trimmed as surplus)
@@ -349,7 +370,7 @@ def desktop_claim_spare(*, pool: Pool, user, state: str) -> Desktop | None:
         candidates = candidates[:5]
     for desktop in candidates:
         claimed = Desktop.objects.filter(
-            pk=desktop.pk, state=state, assigned_user__isnull=True
+            pk=desktop.pk, state=state, assigned_user__isnull=True, needs_reset=False,
         ).update(assigned_user=user)
         if claimed:
             desktop.assigned_user = user
@@ -357,12 +378,27 @@ def desktop_claim_spare(*, pool: Pool, user, state: str) -> Desktop | None:
     return None
 
 
+def desktop_mark_used(*, desktop: Desktop) -> None:
+    """Someone can reach the desktop's console now: it must go back to its image before
+    anyone else may have it (``needs_reset``, cleared by the next fresh disk)."""
+    Desktop.objects.filter(pk=desktop.pk, needs_reset=False).update(needs_reset=True)
+    desktop.needs_reset = True
+
+
+# Power operations that bring a desktop up: a suspended organisation gets none.
+POWER_ON_OPERATIONS = frozenset({OperationKind.START, OperationKind.REBOOT, OperationKind.RESET})
+
+
 def desktop_power(*, desktop: Desktop, kind: str, actor) -> Operation:
-    """Ask for a power operation; refused at once if the desktop's state forbids it."""
+    """Ask for a power operation; refused at once if the desktop's state forbids it, if
+    the organisation is suspended and it would power the desktop on, or if the broker
+    refuses it (``desktop_power_requested``: members act only on desktops they hold)."""
     if kind not in POWER_OPERATIONS_FROM:
         raise InvalidInput(f"Unknown operation {kind!r}.", details={"kind": kind})
     with audited(action=f"desktop.{kind}", tenant=desktop.tenant, target=desktop, actor=actor,
                  details={"name": desktop.name}) as audit, transaction.atomic():
+        if kind in POWER_ON_OPERATIONS:
+            tenant_require_active(tenant=tenant_lock(tenant=desktop.tenant))
         desktop = Desktop.objects.select_for_update().get(pk=desktop.pk)
         if desktop.state not in POWER_OPERATIONS_FROM[kind]:
             raise Conflict(
@@ -374,6 +410,8 @@ def desktop_power(*, desktop: Desktop, kind: str, actor) -> Operation:
                            code="operation_in_progress")
         params = {"start": desktop.state == DesktopState.RUNNING} if kind == OperationKind.RESET else {}
         operation = operation_create(desktop=desktop, kind=kind, actor=actor, params=params)
+        events.desktop_power_requested.send(sender=Desktop, desktop=desktop, kind=kind,
+                                            actor=actor, operation=operation)
         audit.details["operation"] = str(operation.id)
         return operation
 
@@ -667,6 +705,7 @@ def _domain_spec(desktop: Desktop, disk_path: str) -> DomainSpec:
         memory_mb=desktop.memory_mb,
         disk_path=disk_path,
         console_address=host.console_address,
+        vnc_address=host.vnc_listen_address,
         network=host.network,
         bridge=host.bridge,
         kernel=image.kernel if kernel_boot else "",
@@ -674,7 +713,7 @@ def _domain_spec(desktop: Desktop, disk_path: str) -> DomainSpec:
         cmdline=image.cmdline if kernel_boot else "",
         # Lab images print to a serial console: keep it where libvirt keeps guest logs.
         serial_log=f"/var/log/libvirt/qemu/{desktop.name}-serial.log" if kernel_boot else "",
-        title=f"{desktop.pool.name} / {desktop.name}",
+        title=desktop.domain_title,
         metadata={"tenant": desktop.tenant.slug, "pool": str(desktop.pool_id)},
     )
 
@@ -797,6 +836,8 @@ def _reset(desktop: Desktop, operation: Operation) -> None:
         desktop.image = desktop.pool.image
         Desktop.objects.filter(pk=desktop.pk).update(image=desktop.image)
     _build_disk_and_domain(desktop)
+    Desktop.objects.filter(pk=desktop.pk).update(needs_reset=False)  # a fresh disk
+    desktop.needs_reset = False
     DESKTOP_MACHINE.apply(desktop, DesktopState.STOPPED)
     if operation.params.get("start"):
         _start(desktop, operation)

@@ -191,7 +191,7 @@ VDI_THROTTLE_RATES = {
 }
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "knox.auth.TokenAuthentication",
+        "tenants.api.authentication.TokenAuthentication",  # knox's, noting each token's use
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -216,6 +216,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "vdi.api.exceptions.exception_handler",
 }
+# knox's own token model (not swapped); named here because tenants.ApiToken points at it.
+KNOX_TOKEN_MODEL = "knox.AuthToken"
 REST_KNOX = {
     # API tokens are stored hashed and expire (default 10 h; API_TOKEN_TTL_H=0 for never).
     "TOKEN_TTL": timedelta(hours=float(os.environ.get("API_TOKEN_TTL_H", "10"))) or None,
@@ -278,6 +280,11 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_DEFAULT_QUEUE = "vdi"
+# Console passwords (set and revoked) have a queue of their own: never behind provisioning.
+CELERY_TASK_ROUTES = {
+    "brokers.ticket_apply": {"queue": "console"},
+    "brokers.console_revoke": {"queue": "console"},
+}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Workers keep their database connections between tasks as web processes do between requests
 # (CONN_MAX_AGE, health checks; vdi/celery.py), instead of Celery's reconnect per task.
@@ -319,9 +326,27 @@ CELERY_BEAT_SCHEDULE = {
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
 # --- product settings -----------------------------------------------------------------------
+from vdi.limits import TICKET_TTL_MAX_S, TICKET_TTL_MIN_S  # noqa: E402 (plain constants)
+
+
+def env_int_between(name: str, default: int, low: int, high: int) -> int:
+    """An integer setting that must lie in [low, high]: anything else stops the start-up."""
+    raw = os.environ.get(name, str(default)).strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {raw!r}") from None
+    if not low <= value <= high:
+        raise ImproperlyConfigured(f"{name} must be between {low} and {high}, not {value}")
+    return value
+
+
 VDI = {
-    # Lifetime of a console password set on a live domain.
-    "TICKET_TTL_S": int(os.environ.get("VDI_TICKET_TTL_S", "120")),
+    # Lifetime of a console password set on a live domain (a pool may set its own, within
+    # the same bounds).
+    "TICKET_TTL_S": env_int_between("VDI_TICKET_TTL_S", 120, TICKET_TTL_MIN_S, TICKET_TTL_MAX_S),
+    # The most desktops one pool may have, so that one tenant's pool cannot take every host.
+    "POOL_MAX_DESKTOPS": env_int_between("VDI_POOL_MAX_DESKTOPS", 100, 1, 100_000),
     # How long a connect request waits for a worker to set the ticket before answering 202.
     "TICKET_WAIT_S": float(os.environ.get("VDI_TICKET_WAIT_S", "10")),
     # What a pending connect tells the client to wait before polling again.
@@ -347,6 +372,33 @@ VDI = {
 }
 
 
+# --- organisations: default quotas and invitations (tenants/services.py) --------------------
+def _default_quota(name: str, production: int) -> int | None:
+    """A new organisation's quota when its creator gives none: a whole number, or empty for
+    unlimited. Unset: ``production`` in production, unlimited in demo and test."""
+    raw = os.environ.get(name, "" if DEVELOPMENT else str(production)).strip()
+    if raw and not raw.isdigit():
+        raise ImproperlyConfigured(f"{name} must be a whole number or empty, not {raw!r}")
+    return int(raw) if raw else None
+
+
+VDI.update({
+    "DEFAULT_TENANT_QUOTAS": {
+        "max_desktops": _default_quota("VDI_DEFAULT_TENANT_MAX_DESKTOPS", 50),
+        "max_vcpus": _default_quota("VDI_DEFAULT_TENANT_MAX_VCPUS", 100),
+        "max_memory_mb": _default_quota("VDI_DEFAULT_TENANT_MAX_MEMORY_MB", 204800),
+        "max_sessions": _default_quota("VDI_DEFAULT_TENANT_MAX_SESSIONS", 50),
+    },
+    # How long an invitation to an organisation (and its e-mailed link) stays valid.
+    "INVITATION_TTL_H": int(os.environ.get("VDI_INVITATION_TTL_H", "72")),
+})
+if VDI["INVITATION_TTL_H"] < 1:
+    raise ImproperlyConfigured("VDI_INVITATION_TTL_H must be at least 1")
+# The invitations' states, as the organisation and the person invited see them, under one
+# name in the API schema.
+SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {})[
+    "InvitationStateEnum"] = "tenants.models.INVITATION_STATES"
+
 # --- browser console proxy (manage.py console_proxy; docs/connecting.md) ---------------------
 def _console_origins() -> list[str]:
     """Origins whose pages may open console websockets: VDI_CONSOLE_ALLOWED_ORIGINS, else
@@ -371,7 +423,21 @@ VDI.update({
     "CONSOLE_ALLOWED_ORIGINS": _console_origins(),
     # Behind a load balancer: take the browser's address from the last X-Forwarded-For hop.
     "CONSOLE_PROXY_TRUST_FORWARDED_FOR": env_bool("VDI_CONSOLE_PROXY_TRUST_FORWARDED_FOR"),
+    # How often each open browser console asks whether its session is still live; an
+    # ended session's console is closed within about this long.
+    "CONSOLE_PROXY_RECHECK_S": float(os.environ.get("VDI_CONSOLE_PROXY_RECHECK_S", "2")),
+    # Abuse limits, per proxy process (0: none): open connections from one client address
+    # and in all, and how long a connection may take to finish its websocket handshake.
+    "CONSOLE_PROXY_MAX_PER_ADDRESS": env_int_between("VDI_CONSOLE_PROXY_MAX_PER_ADDRESS", 10,
+                                                     0, 100_000),
+    "CONSOLE_PROXY_MAX_CONNECTIONS": env_int_between("VDI_CONSOLE_PROXY_MAX_CONNECTIONS", 500,
+                                                     0, 100_000),
+    "CONSOLE_PROXY_HANDSHAKE_TIMEOUT_S": float(
+        os.environ.get("VDI_CONSOLE_PROXY_HANDSHAKE_TIMEOUT_S", "10")),
 })
+if not VDI["CONSOLE_PROXY_RECHECK_S"] > 0:
+    raise ImproperlyConfigured("VDI_CONSOLE_PROXY_RECHECK_S must be a positive number of "
+                               f"seconds, not {VDI['CONSOLE_PROXY_RECHECK_S']}")
 if VDI["PLACEMENT"] not in {"spread", "pack"}:
     raise ImproperlyConfigured(f"VDI_PLACEMENT must be spread or pack, not {VDI['PLACEMENT']!r}")
 
@@ -391,9 +457,16 @@ for _network in VDI["METRICS_ALLOWED_IPS"]:
 # Login lockout (django-axes) for the portal, Django admin and auth/token/: after
 # VDI_LOGIN_FAILURE_LIMIT failed logins for one username from one address, that pair is
 # refused (429) for VDI_LOGIN_COOLOFF_MIN minutes; a successful login clears the count.
+# Password spraying (a few tries at many usernames) is caught per address: after
+# VDI_LOGIN_FAILURE_LIMIT_PER_ADDRESS failed logins from one address, whatever the
+# usernames, every login from there is refused for the cool-off (0: no such limit); a
+# successful login there clears only its own username's failures (vdi/security.py).
 AXES_FAILURE_LIMIT = int(os.environ.get("VDI_LOGIN_FAILURE_LIMIT", "5"))
+VDI_LOGIN_FAILURE_LIMIT_PER_ADDRESS = int(os.environ.get("VDI_LOGIN_FAILURE_LIMIT_PER_ADDRESS",
+                                                         "30"))
 AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("VDI_LOGIN_COOLOFF_MIN", "15")))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_HANDLER = "vdi.security.LoginLockoutHandler"  # axes' database handler + the address limit
 AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "vdi.context.client_ip"  # honours VDI_THROTTLE_NUM_PROXIES
 AXES_LOCKOUT_CALLABLE = "vdi.security.lockout_response"

@@ -14,11 +14,20 @@ urlpatterns = [
     path("metrics", metrics.metrics, name="metrics"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    # The one-time set-password link e-mailed to invited members (tenants.services).
     path("accounts/reset/<uidb64>/<token>/", auth_views.PasswordResetConfirmView.as_view(),
          name="password_reset_confirm"),
     path("accounts/reset/done/", auth_views.PasswordResetCompleteView.as_view(),
          name="password_reset_complete"),
+    # Not Django's default template names: Django admin's own password pages use those.
+    path("accounts/password_change/", auth_views.PasswordChangeView.as_view(
+        template_name="registration/password_change.html"), name="password_change"),
+    path("accounts/password_change/done/", auth_views.PasswordChangeDoneView.as_view(
+        template_name="registration/password_changed.html"), name="password_change_done"),
+    # Invitations: the signed-in person's, and the link they are e-mailed (tenants.views).
+    path("invitations/", tenant_views.invitation_list, name="portal-invitations"),
+    path("invitations/<uuid:pk>/", tenant_views.invitation_respond, name="invitation-respond"),
+    path("invitations/<uuid:pk>/<str:token>/", tenant_views.invitation_link,
+         name="invitation-link"),
     path("t/<slug:tenant_slug>/", views.dashboard, name="portal-dashboard"),
     path("t/<slug:tenant_slug>/live/", views.dashboard_live, name="portal-dashboard-live"),
     path("t/<slug:tenant_slug>/pools/", views.pool_list, name="portal-pools"),
@@ -50,6 +59,8 @@ urlpatterns = [
          name="portal-member-role"),
     path("t/<slug:tenant_slug>/members/<uuid:pk>/remove/", tenant_views.member_remove,
          name="portal-member-remove"),
+    path("t/<slug:tenant_slug>/members/invitations/<uuid:pk>/revoke/",
+         tenant_views.member_invitation_revoke, name="portal-invitation-revoke"),
     path("t/<slug:tenant_slug>/quotas/", tenant_views.quotas, name="portal-quotas"),
     path("t/<slug:tenant_slug>/usage/", tenant_views.usage, name="portal-usage"),
     path("t/<slug:tenant_slug>/operations/", views.operation_list, name="portal-operations"),

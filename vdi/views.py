@@ -11,6 +11,7 @@ from tenants.portal import audit_invalid_form, page_of, poll_ms, tenant_admin_pa
 from tenants.selectors import tenant_list_for_user
 
 from .choices import CHANGING_DESKTOP_STATES, POWER_OPERATIONS_FROM, OperationKind
+from .disclosure import desktop_error_for, operation_error_for, pool_provisioning_problem
 from .errors import ServiceError
 from .forms import PoolForm
 from .health import readiness
@@ -46,25 +47,37 @@ def home(request):
     return render(request, "portal/home.html", {"tenants": tenant_list_for_user(user=request.user)})
 
 
-def _desktops_with_actions(desktops):
-    """The user's desktops, each with the power actions its state allows (``portal_actions``)
-    and its latest operation (``latest_operation``)."""
+def _desktops_with_actions(desktops, *, user):
+    """The user's desktops, each with the power actions its state allows (``portal_actions``),
+    its latest operation (``latest_operation``) and its error as the user may read it
+    (``shown_error``)."""
     desktops = list(desktops)
     for desktop in desktops:
         desktop.portal_actions = [
             (kind, OperationKind(kind).label) for kind in PORTAL_POWER_ACTIONS
             if desktop.state in POWER_OPERATIONS_FROM[kind]]
         desktop.latest_operation = next(iter(desktop.operations.all()), None)
+        desktop.shown_error = desktop_error_for(state=desktop.state, error=desktop.last_error,
+                                                user=user)
     return desktops
+
+
+def _pools_with_problems(pools, *, user):
+    """Pools from ``pool_list_for_user``, each with ``provisioning_problem``: ``{message,
+    since, failures}`` while its provisioning keeps failing, as the user may read it."""
+    pools = list(pools)
+    for pool in pools:
+        pool.provisioning_problem = pool_provisioning_problem(pool, user=user)
+    return pools
 
 
 def _dashboard_context(request) -> dict:
     access = request.tenant_access
     user = request.user
-    pools = pool_list_for_user(user=user, is_admin=access.is_admin).filter(
-        deleting_since__isnull=True)
+    pools = _pools_with_problems(pool_list_for_user(user=user, is_admin=access.is_admin).filter(
+        deleting_since__isnull=True), user=user)
     desktops = _desktops_with_actions(desktop_list_for_user(user=user, is_admin=False)
-                                      .prefetch_related("operations"))
+                                      .prefetch_related("operations"), user=user)
     sessions = list(session_list_for_user(user=user, is_admin=False).filter(
         state__in=LIVE_SESSION_STATES))
     changing = (any(d.state in CHANGING_DESKTOP_STATES
@@ -128,7 +141,8 @@ def _pools_redirect(request):
 
 
 def _pool_list_context(request) -> dict:
-    pools = list(pool_list_for_user(user=request.user, is_admin=True).order_by("name"))
+    pools = _pools_with_problems(pool_list_for_user(user=request.user, is_admin=True)
+                                 .order_by("name"), user=request.user)
     changing = any(pool.changing_count or pool.is_deleting
                    or pool.ready_count < pool.min_ready or pool.stopped_count < pool.min_stopped
                    for pool in pools if pool.enabled or pool.is_deleting)
@@ -239,5 +253,8 @@ def operation_list(request):
     """Every operation of the organisation, newest first; ``?failed=1`` for the failed ones."""
     failed_only = request.GET.get("failed") == "1"
     operations = page_of(request, operation_list_for_tenant(failed_only=failed_only))
+    for operation in operations:
+        operation.shown_error = operation_error_for(kind=operation.kind, error=operation.error,
+                                                    user=request.user)
     return render(request, "portal/operations.html",
                   {"operations": operations, "failed_only": failed_only})

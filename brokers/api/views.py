@@ -4,15 +4,22 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from brokers.consolefile import CONTENT_TYPE, vv_response
 from brokers.models import Session
 from brokers.selectors import session_list_for_user
-from brokers.services import IssuedTicket, session_end, ticket_issue
+from brokers.services import (
+    IssuedTicket,
+    console_file_ticket_issue,
+    session_end,
+    ticket_issue,
+)
 from vdi.api.idempotency import IdempotentMixin
 from tenants.api.base import ScopedQuerysetMixin, TenantScopedMixin
 from vdi.api.exceptions import error_response
+from vdi.api.renderers import FileErrorsAsJSONMixin, VirtViewerRenderer
 from vdi.api.throttling import TenantThrottleMixin
 
 from .filters import SessionFilter
@@ -64,7 +71,8 @@ CONNECT_RESPONSES = {
 
 
 class SessionViewSet(IdempotentMixin, TenantThrottleMixin, TenantScopedMixin, ScopedQuerysetMixin,
-                     mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+                     FileErrorsAsJSONMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                     viewsets.GenericViewSet):
     model = Session
     serializer_class = SessionSerializer
     filterset_class = SessionFilter
@@ -83,11 +91,17 @@ class SessionViewSet(IdempotentMixin, TenantThrottleMixin, TenantScopedMixin, Sc
     @extend_schema(responses={(200, CONTENT_TYPE): OpenApiTypes.STR})
     def console_vv(self, request, tenant_slug, pk):
         session = self.get_object()
-        issued = ticket_issue(session=session, user=request.user)
+        issued = console_file_ticket_issue(session=session, user=request.user)
         if issued is None:
             return error_response(503, "console_busy", "No worker answered in time; retry.",
                                   headers={"Retry-After": str(settings.VDI["RETRY_AFTER_S"])})
         return vv_response(session=session, ticket=issued.ticket, password=issued.password)
+
+    def get_renderers(self):
+        # console.vv also answers a client that asks for the file's own type.
+        if self.action == "console_vv":
+            return [JSONRenderer(), VirtViewerRenderer()]
+        return super().get_renderers()
 
     @extend_schema(request=None, responses=SessionSerializer)
     @action(detail=True, methods=["post"])

@@ -10,7 +10,8 @@ class HostSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Host
-        fields = ["id", "name", "uri", "virt_type", "console_address", "enabled", "state",
+        fields = ["id", "name", "uri", "virt_type", "console_address",
+                  "vnc_listen_address", "enabled", "state",
                   "cpus", "memory_mb", "cpu_overcommit", "memory_overcommit",
                   "max_concurrent_boots", "storage_pool", "network", "bridge",
                   "console_tls_subject", "console_ca_cert", "virt_types",

@@ -6,6 +6,11 @@ const status = document.getElementById("status");
 const screen = document.getElementById("screen");
 const ctrlAltDel = document.getElementById("ctrl-alt-del");
 const fullscreen = document.getElementById("fullscreen");
+const dashboard = document.getElementById("dashboard-link");
+
+// The console proxy closes a console itself with a code of the portal's own range and a
+// reason to show, e.g. 4001 "Your session ended (Ended by an administrator)".
+const PORTAL_CLOSE_CODES = { first: 4000, last: 4099 };
 
 function show(state, text) {
     status.dataset.state = state;
@@ -34,7 +39,12 @@ async function start() {
         return;
     }
     show("connecting", "Connecting…");
-    rfb = new RFB(screen, config.url, { credentials: { password: config.password } });
+    // Our own websocket, handed to noVNC, so that the close code and reason can be read:
+    // this listener runs before noVNC's, which then reports the disconnect.
+    let closed = null;
+    const socket = new WebSocket(config.url);
+    socket.addEventListener("close", (event) => { closed = event; });
+    rfb = new RFB(screen, socket, { credentials: { password: config.password } });
     rfb.scaleViewport = true;   // fit the desktop into the window
     rfb.resizeSession = false;
     rfb.background = "#282828";
@@ -54,6 +64,13 @@ async function start() {
     });
     rfb.addEventListener("disconnect", (event) => {
         ctrlAltDel.disabled = true;
+        if (closed && closed.code >= PORTAL_CLOSE_CODES.first &&
+                closed.code <= PORTAL_CLOSE_CODES.last) {
+            show("ended", `${closed.reason || "The portal closed this console"}. ` +
+                "Connect again from the dashboard.");
+            dashboard.hidden = false;
+            return;
+        }
         if (status.dataset.state === "failed") return;  // keep the security failure's reason
         if (!connected) {
             show("disconnected", "Disconnected: the console proxy refused or could not reach " +

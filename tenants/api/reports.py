@@ -18,8 +18,9 @@ from tenants.choices import AuditResult, AuditSource
 from tenants.models import AuditEvent
 from tenants.usage import usage_for_month
 from vdi.api.filters import ListFilterSet, choice_filter
-from vdi.api.renderers import CSVErrorsAsJSONMixin, CSVRenderer
+from vdi.api.renderers import CSVRenderer, FileErrorsAsJSONMixin
 from vdi.api.throttling import TenantThrottleMixin
+from vdi.disclosure import audit_details_for
 from vdi.errors import Forbidden, InvalidInput
 
 from .base import ScopedQuerysetMixin, TenantScopedMixin
@@ -38,7 +39,7 @@ class UsageSerializer(serializers.Serializer):
     computed_at = serializers.DateTimeField()
 
 
-class UsageView(TenantThrottleMixin, TenantScopedMixin, CSVErrorsAsJSONMixin, APIView):
+class UsageView(TenantThrottleMixin, TenantScopedMixin, FileErrorsAsJSONMixin, APIView):
     """The tenant's usage in one month (owners and admins): desktop and session hours,
     vCPU-hours, memory GB-hours and peak concurrent sessions, exact from the state-change
     journal; ?format=csv for a CSV row."""
@@ -85,6 +86,9 @@ class AuditEventSerializer(serializers.ModelSerializer):
     def to_representation(self, instance):
         data = super().to_representation(instance)
         data["actor"] = data["actor"] or None
+        request = self.context.get("request")
+        data["details"] = audit_details_for(action=instance.action, details=data["details"],
+                                            user=getattr(request, "user", None))
         return data
 
 
@@ -103,7 +107,7 @@ class AuditEventFilter(ListFilterSet):
                   "request_id"]
 
 
-class AuditEventViewSet(TenantThrottleMixin, TenantScopedMixin, CSVErrorsAsJSONMixin,
+class AuditEventViewSet(TenantThrottleMixin, TenantScopedMixin, FileErrorsAsJSONMixin,
                         ScopedQuerysetMixin, mixins.ListModelMixin,
                         mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """The tenant's audit trail (owners and admins), newest first; ?format=csv exports it."""

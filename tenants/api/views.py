@@ -1,41 +1,50 @@
-from django.contrib.auth import authenticate
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
-from knox.auth import TokenAuthentication
-from knox.models import AuthToken
-from rest_framework.exceptions import NotAuthenticated
-from rest_framework import mixins, permissions, serializers, status, viewsets
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from tenants.models import Membership, Tenant
+from tenants.choices import TenantStatus
+from tenants.models import Invitation, Membership, Tenant
 from tenants.resolution import resolve_tenant
 from tenants.selectors import membership_list, tenant_list_for_user
+from tenants.scoping import scopes_disabled
 from tenants.services import (
-    api_token_create,
-    api_token_revoke,
+    invitation_accept,
+    invitation_decline,
+    invitation_revoke,
     membership_invite,
     membership_remove,
     membership_update_role,
     tenant_create,
+    tenant_set_status,
+    tenant_update,
 )
 from vdi.api.idempotency import IdempotentMixin
-from vdi.api.throttling import AnonRateThrottle, LoginRateThrottle, TenantThrottleMixin
-from vdi.errors import Forbidden, InvalidInput
+from vdi.api.throttling import TenantThrottleMixin
+from vdi.errors import Forbidden
 
 from .base import ScopedQuerysetMixin, TenantScopedMixin
-from .filters import MembershipFilter, TenantFilter
+from .filters import InvitationFilter, MembershipFilter, MyInvitationFilter, TenantFilter
 from .serializers import (
+    InvitationSerializer,
     MembershipCreateSerializer,
     MembershipRoleSerializer,
     MembershipSerializer,
+    MyInvitationSerializer,
     TenantSerializer,
+    TenantUpdateSerializer,
 )
 
 
-class TenantViewSet(IdempotentMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
-                    viewsets.GenericViewSet):
-    """Organisations: staff create them; members list and read their own."""
+STAFF_ONLY = OpenApiResponse(description="``permission_denied``: platform staff only.")
 
+
+class TenantViewSet(IdempotentMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                    mixins.CreateModelMixin, viewsets.GenericViewSet):
+    """Organisations: staff create, change, suspend and resume them; members list and read
+    their own, and owners rename theirs."""
+
+    model = Tenant
     serializer_class = TenantSerializer
     lookup_field = "slug"
     filterset_class = TenantFilter
@@ -47,13 +56,46 @@ class TenantViewSet(IdempotentMixin, mixins.ListModelMixin, mixins.RetrieveModel
         return tenant_list_for_user(user=self.request.user)
 
     def get_object(self):
-        access = resolve_tenant(user=self.request.user, slug=self.kwargs["slug"])
-        return access.tenant
+        # Kept on the view: a refusal is then audited in the organisation's trail.
+        self.access = resolve_tenant(user=self.request.user, slug=self.kwargs["slug"])
+        return self.access.tenant
 
     def perform_create(self, serializer):
         if not self.request.user.is_staff:
             raise Forbidden("Only platform staff may create organisations.")
         serializer.instance = tenant_create(**serializer.validated_data)
+
+    @extend_schema(request=TenantUpdateSerializer, responses={
+        200: TenantSerializer,
+        403: OpenApiResponse(description="``permission_denied``: owners change only the "
+                                         "name; admins and members nothing."),
+    })
+    def partial_update(self, request, slug):
+        tenant = self.get_object()
+        body = TenantUpdateSerializer(tenant, data=request.data, partial=True)
+        body.is_valid(raise_exception=True)
+        tenant = tenant_update(tenant=tenant, actor=request.user, **body.validated_data)
+        return Response(TenantSerializer(tenant).data)
+
+    def _set_status(self, status: str):
+        tenant = self.get_object()
+        if not self.request.user.is_staff:
+            raise Forbidden("Only platform staff may suspend or resume organisations.")
+        tenant = tenant_set_status(tenant=tenant, status=status, actor=self.request.user)
+        return Response(TenantSerializer(tenant).data)
+
+    @extend_schema(request=None, responses={200: TenantSerializer, 403: STAFF_ONLY})
+    @action(detail=True, methods=["post"])
+    def suspend(self, request, slug):
+        """Suspend: no more connects or provisioning, and every live session ends at once
+        (audited; suspending a suspended organisation changes nothing)."""
+        return self._set_status(TenantStatus.SUSPENDED)
+
+    @extend_schema(request=None, responses={200: TenantSerializer, 403: STAFF_ONLY})
+    @action(detail=True, methods=["post"])
+    def resume(self, request, slug):
+        """Make a suspended organisation active again (audited)."""
+        return self._set_status(TenantStatus.ACTIVE)
 
 
 LAST_OWNER = OpenApiResponse(description="``last_owner``: the organisation's last owner can't be "
@@ -63,10 +105,10 @@ LAST_OWNER = OpenApiResponse(description="``last_owner``: the organisation's las
 class MembershipViewSet(IdempotentMixin, TenantThrottleMixin, TenantScopedMixin,
                         ScopedQuerysetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
                         viewsets.GenericViewSet):
-    """The organisation's members. Every member may list them; owners and admins add an
-    existing user (``{username, role}``), invite by e-mail (``{email, role}``), change roles
-    and remove people (the account stays). Only owners grant or change the owner role, and
-    the last owner stays."""
+    """The organisation's members. Every member may list them; owners and admins invite
+    people by username (``{username, role}``) or e-mail (``{email, role}``), who become
+    members once they accept, change roles and remove people (the account stays; their
+    sessions end). Only owners grant or change the owner role, and the last owner stays."""
 
     model = Membership
     serializer_class = MembershipSerializer
@@ -77,17 +119,19 @@ class MembershipViewSet(IdempotentMixin, TenantThrottleMixin, TenantScopedMixin,
         return membership_list(tenant=self.tenant)
 
     @extend_schema(request=MembershipCreateSerializer, responses={
-        201: MembershipSerializer,
+        202: OpenApiResponse(InvitationSerializer, description="Invited: the person becomes "
+                             "a member once they accept. The same answer whether or not an "
+                             "account has that username or address."),
         409: OpenApiResponse(description="``already_member``: the person is already a member."),
     })
     def create(self, request, tenant_slug):
         body = MembershipCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        membership = membership_invite(
+        invitation = membership_invite(
             tenant=self.tenant, actor=request.user, site_url=request.build_absolute_uri("/"),
             **body.validated_data,
         )
-        return Response(MembershipSerializer(membership).data, status=status.HTTP_201_CREATED)
+        return Response(InvitationSerializer(invitation).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=MembershipRoleSerializer,
                    responses={200: MembershipSerializer, 409: LAST_OWNER})
@@ -104,38 +148,62 @@ class MembershipViewSet(IdempotentMixin, TenantThrottleMixin, TenantScopedMixin,
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class TokenCredentials(serializers.Serializer):
-    username = serializers.CharField(max_length=150)
-    password = serializers.CharField(max_length=4096, trim_whitespace=False)
+INVITATION_CLOSED = OpenApiResponse(description="``invitation_closed`` (accepted, declined or "
+                                                "revoked already), ``invitation_expired``.")
 
 
-class TokenView(APIView):
-    """POST: exchange a username and password for an API token (stored hashed, expiring).
-    DELETE: revoke the token the request is made with."""
+class TenantInvitationViewSet(IdempotentMixin, TenantThrottleMixin, TenantScopedMixin,
+                              ScopedQuerysetMixin, mixins.ListModelMixin,
+                              mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """The organisation's invitations (owners and admins): whom they invited, as they gave
+    it, and what became of it. DELETE revokes a pending one (only owners one for the owner
+    role); it stays listed as ``revoked``."""
 
-    authentication_classes = [TokenAuthentication]
-    permission_classes = [permissions.AllowAny]
-    # Per client address, and per address and username (VDI_THROTTLE_ANON, _LOGIN).
-    throttle_classes = [AnonRateThrottle, LoginRateThrottle]
+    model = Invitation
+    serializer_class = InvitationSerializer
+    filterset_class = InvitationFilter
+    ordering_fields = ["created_at", "expires_at", "role"]
+    admin_actions = frozenset({"list", "retrieve", "destroy"})
 
-    @extend_schema(
-        request=TokenCredentials,
-        responses={200: inline_serializer("Token", {"token": serializers.CharField(),
-                                                    "expiry": serializers.DateTimeField(allow_null=True)})},
-    )
-    def post(self, request):
-        credentials = TokenCredentials(data=request.data)
-        credentials.is_valid(raise_exception=True)
-        # Django's request, so the login lockout (vdi/security.py) can flag it for its answer.
-        user = authenticate(request._request, **credentials.validated_data)
-        if user is None or not user.is_active:
-            raise InvalidInput("Unable to log in with these credentials.", code="invalid_credentials")
-        instance, token = api_token_create(user=user)
-        return Response({"token": token, "expiry": instance.expiry}, status=status.HTTP_200_OK)
+    def scoped_queryset(self):
+        return Invitation.objects.select_related("inviter")
 
-    @extend_schema(request=None, responses={204: None})
-    def delete(self, request):
-        if not isinstance(request.auth, AuthToken):
-            raise NotAuthenticated("Send the token to revoke in the Authorization header.")
-        api_token_revoke(instance=request.auth)
+    @extend_schema(responses={204: None, 409: INVITATION_CLOSED})
+    def destroy(self, request, tenant_slug, pk):
+        invitation_revoke(invitation=self.get_object(), actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class InvitationViewSet(IdempotentMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                        viewsets.GenericViewSet):
+    """Your invitations to organisations (``?state=pending`` for the ones still open):
+    accept one to become a member, or decline it."""
+
+    model = Invitation
+    serializer_class = MyInvitationSerializer
+    filterset_class = MyInvitationFilter
+    ordering_fields = ["created_at", "expires_at"]
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Invitation._base_manager.none()
+        with scopes_disabled():  # they are not in these organisations (yet)
+            return (Invitation.objects.addressed_to(self.request.user)
+                    .select_related("tenant", "inviter"))
+
+    @extend_schema(request=None, responses={200: MyInvitationSerializer, 409: OpenApiResponse(
+        description="``invitation_closed``, ``invitation_expired``, ``already_member``.")})
+    @action(detail=True, methods=["post"])
+    def accept(self, request, pk):
+        """Join the organisation with the invitation's role."""
+        invitation = self.get_object()
+        invitation_accept(invitation=invitation, user=request.user)
+        invitation.refresh_from_db()
+        return Response(MyInvitationSerializer(invitation).data)
+
+    @extend_schema(request=None, responses={200: MyInvitationSerializer, 409: INVITATION_CLOSED})
+    @action(detail=True, methods=["post"])
+    def decline(self, request, pk):
+        """Say no: the invitation closes."""
+        invitation = invitation_decline(invitation=self.get_object(), user=request.user)
+        return Response(MyInvitationSerializer(invitation).data)

@@ -83,7 +83,7 @@ class World:
 
 
 # The envelope's code for the refusals whose cause is unambiguous; a 403's code says why
-# (``permission_denied``, ``not_session_owner``...).
+# (``permission_denied``, ``not_desktop_holder``...).
 REFUSAL_CODES = {401: "not_authenticated", 404: "not_found", 405: "method_not_allowed"}
 
 

@@ -7,7 +7,7 @@ POOL_FIELDS = frozenset({
     "id", "name", "description", "image", "kind", "protocol", "vcpus", "memory_mb",
     "min_ready", "min_stopped", "max_desktops", "max_per_user", "idle_timeout_s",
     "max_session_s", "on_logoff", "ticket_ttl_s", "entitle_all_members", "enabled",
-    "deleting_since", "desktop_count", "desktops_on_image", "created_at"})
+    "deleting_since", "desktop_count", "desktops_on_image", "provisioning_error", "created_at"})
 
 
 class TestPools(TenantContract):

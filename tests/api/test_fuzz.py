@@ -19,7 +19,9 @@ example database.
 
 from __future__ import annotations
 
+import uuid
 from contextlib import contextmanager
+from datetime import timedelta
 from functools import cached_property
 
 import pytest
@@ -28,6 +30,7 @@ from django.conf import settings as django_settings
 from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections, transaction
+from django.utils import timezone
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
@@ -39,9 +42,10 @@ from schemathesis.specs.openapi.checks import (content_type_conformance,
                                                response_schema_conformance,
                                                status_code_conformance)
 
-from tenants.models import Membership
+from tenants.models import Invitation, Membership
 from tenants.scoping import scopes_disabled, tenant_scope
 from tenants.services import audit_record
+from tenants.tokens import api_token_create
 from tests.api.contract import World
 from vdi import celery_app
 from vdi.models import Desktop, Operation
@@ -147,10 +151,22 @@ class Seed:
             return Operation.objects.filter(desktop_id=self.desktops).first().id
 
     @cached_property
+    def invitations(self):  # the identity's own, from acme: both acme's and theirs to answer
+        with tenant_scope(self.world.tenant):
+            return Invitation.objects.create(
+                tenant=self.world.tenant, user=self.world.users[self.identity],
+                username=self.identity, token_hash=uuid.uuid4().hex,
+                expires_at=timezone.now() + timedelta(days=1)).id
+
+    @cached_property
     def audit(self):  # an entry of the tenant's audit trail
         with tenant_scope(self.world.tenant):
             return audit_record(tenant=self.world.tenant, actor=self.world.users["owner"],
                                 action="member.role", target=self.world.tenant).id
+
+    @cached_property
+    def tokens(self):  # another API token of the identity's: revoking it spares the one in use
+        return api_token_create(user=self.world.users[self.identity], name="Seeded")[0].id
 
     @cached_property
     def sessions(self):  # the identity's own ready session: ticket, console.vv and end apply

@@ -94,7 +94,7 @@ def test_every_api_view_that_changes_things_honours_the_key():
     mutating = {"post", "put", "patch", "delete"}
     missing = set()
     for pattern, cls in _views():
-        if not cls.__module__.endswith(".api.views") or cls.__name__ in exempt:
+        if ".api." not in cls.__module__ or cls.__name__ in exempt:
             continue
         actions = getattr(pattern.callback, "actions", None)  # a viewset's routes
         methods = set(actions) if actions else {m for m in mutating if hasattr(cls, m)}

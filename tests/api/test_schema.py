@@ -8,8 +8,10 @@ def test_openapi_schema_generates_without_warnings_and_validates(tmp_path, db):
     for path in ("/api/v1/tenants/{tenant_slug}/pools/{id}/connect/",
                  "/api/v1/tenants/{tenant_slug}/sessions/{id}/console.vv",
                  "/api/v1/tenants/{tenant_slug}/sessions/{id}/ticket/",
-                 "/api/v1/auth/token/", "/api/v1/hosts/", "/api/v1/images/"):
+                 "/api/v1/auth/token/", "/api/v1/auth/tokens/", "/api/v1/auth/tokens/{id}/",
+                 "/api/v1/hosts/", "/api/v1/images/"):
         assert path in text, path
+    assert "knoxApiToken:" in text  # the Token scheme, for our subclass of knox's class
 
 
 def test_schema_and_docs_are_served(client, db):

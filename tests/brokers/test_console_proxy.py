@@ -1,4 +1,4 @@
-"""The browser console proxy (brokers/proxy.py, manage.py console_proxy), no hypervisor needed.
+"""The browser console proxy (brokers/proxy/, manage.py console_proxy), no hypervisor needed.
 
 Tickets come from ``ticket_issue`` on the simulated host; that host has no VNC port, so the
 tests give the ticket one: a small fake VNC server's, which answers with an RFB banner.
@@ -9,32 +9,41 @@ Requests go through websockify's real request handler (in this process), or thro
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import secrets
 import socket
 import sys
 import threading
+import time
+import uuid
 from datetime import timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import OperationalError, connections
 from django.utils import timezone
 from websockify.auth_plugins import InvalidOriginError
 
 from brokers.choices import SessionState, TicketKind
 from brokers.models import ConnectionTicket, Session
 from brokers.proxy import (
+    SESSION_ENDED_CLOSE_CODE,
+    AdmittingListener,
+    ConnectionLimits,
     ConsoleTokenPlugin,
     OriginCheck,
     TokenMaskFilter,
     build_server,
+    console_session_ended,
     install_token_mask,
     mask_tokens,
     origin_allowed,
 )
-from brokers.services import session_end, ticket_issue, token_hash
+from brokers.services import ConsoleTarget, session_end, ticket_issue, token_hash
 from tenants.scoping import scopes_disabled
 from tests.api.test_slice import connect
+from tests.e2e.clients import ConsoleWebsocket
 from tests.processes import ROOT, running, wait_for
 
 PORTAL = "http://portal.test:8000"
@@ -87,8 +96,10 @@ def ws_handshake(port: int, path: str, origin: str | None, host: str = "127.0.0.
 
 
 @contextlib.contextmanager
-def fake_vnc(connections: int = 10):
-    """A TCP server that greets each connection with an RFB banner and hangs up."""
+def fake_vnc(connections: int = 10, *, held: list | None = None):
+    """A TCP server that greets each connection with an RFB banner and hangs up; given a
+    ``held`` list, it keeps each connection open there instead (as a display does while
+    nobody types) until the block ends."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.2)
     stop = threading.Event()
@@ -100,9 +111,12 @@ def fake_vnc(connections: int = 10):
                 conn, address = listener.accept()
             except TimeoutError:
                 continue
-            with conn:
-                served.append(address)
-                conn.sendall(RFB_BANNER)
+            served.append(address)
+            conn.sendall(RFB_BANNER)
+            if held is None:
+                conn.close()
+            else:
+                held.append(conn)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -111,6 +125,8 @@ def fake_vnc(connections: int = 10):
     finally:
         stop.set()
         thread.join(timeout=5)
+        for conn in held or ():
+            conn.close()
         listener.close()
 
 
@@ -125,6 +141,55 @@ def through_handler(server, path: str, origin: str | None) -> bytes:
             with accepted:
                 server.top_new_client(accepted, address)
             return read_all(client, timeout_s=2)
+
+
+def serve_one(server, client):
+    """One connection through websockify's request handler in this process, the way a
+    forked proxy child runs it, while ``client(port)`` plays the browser in a thread (the
+    handler keeps this one: its handshake deadline is a signal). Returns what ``client``
+    returned."""
+    outcome = {}
+
+    def play():
+        try:
+            outcome["value"] = client(port)
+        except BaseException as error:  # noqa: BLE001 - re-raised below, in the test
+            outcome["error"] = error
+        finally:
+            connections.close_all()  # this thread's own, before the test database goes
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        browser = threading.Thread(target=play, daemon=True)
+        browser.start()
+        listener.settimeout(10)
+        accepted, address = listener.accept()
+        with accepted:
+            server.top_new_client(accepted, address)
+        browser.join(timeout=20)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def partial_upgrade(port: int, *, source: str = "127.0.0.1") -> socket.socket:
+    """A connection that starts a websocket upgrade and never finishes its headers."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+    sock.sendall(upgrade_request(port, "/", PORTAL)[:60])
+    return sock
+
+
+def closed_by_peer(sock: socket.socket, timeout_s: float) -> bool:
+    """Whether the other side closes ``sock`` within ``timeout_s``."""
+    sock.settimeout(timeout_s)
+    try:
+        while sock.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    except OSError:
+        pass  # reset: closed as well
+    return True
 
 
 # --- fixtures -------------------------------------------------------------------------------
@@ -319,6 +384,270 @@ def test_the_proxy_tells_the_broker_when_a_browser_connects_and_leaves(browser_t
     assert fresh.connected_at is not None and fresh.client_address == "127.0.0.1"
 
 
+# --- consoles end with their session --------------------------------------------------------
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("ended_by, label", [("member", "Ended by the user"),
+                                             ("admin", "Ended by an administrator")])
+def test_an_open_console_is_closed_with_the_reason_once_its_session_ends(
+        ended_by, label, browser_ticket, session, users, settings):
+    """The proxy's session watch sees the session end and closes the websocket with 4001
+    and the reason, within a recheck (0.5 s here); the display's connection closes too."""
+    settings.VDI = {**settings.VDI, "CONSOLE_PROXY_RECHECK_S": 0.5}
+    held = []
+    with fake_vnc(held=held) as (vnc_port, _served):
+        issued = browser_ticket(vnc_port)
+        server = build_server(listen_host="127.0.0.1", listen_port=free_port(),
+                              origins=[PORTAL])
+
+        def browser(port):
+            with ConsoleWebsocket("127.0.0.1", port, f"/?token={issued.token}", PORTAL) as ws:
+                assert ws.status == 101, ws.response
+                ws.read_until(RFB_BANNER)
+                with scopes_disabled():  # elsewhere: the API, an admin, the idle timeout
+                    session_end(session=session, actor=users[ended_by])
+                ended = time.monotonic()
+                code, reason = ws.wait_closed(timeout_s=10)
+                return code, reason, time.monotonic() - ended
+
+        code, reason, after_s = serve_one(server, browser)
+        assert (code, reason) == (SESSION_ENDED_CLOSE_CODE, f"Your session ended ({label})")
+        assert code == 4001
+        assert after_s < 0.5 + 1.5, f"cut {after_s:.2f} s after the end"
+        assert closed_by_peer(held[0], 5)  # the display's side is closed as well
+    fresh = session_state(session)
+    assert (fresh.state, fresh.end_reason) == (SessionState.ENDED,
+                                               "user" if ended_by == "member" else "admin")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_display_that_goes_with_its_session_still_tells_the_browser_why(
+        browser_ticket, session, users, settings):
+    """The desktop reset after a logoff closes the display before the next recheck (30 s
+    away here): the proxy asks once more as the display hangs up, and the browser gets the
+    session's end, not "Target closed"."""
+    settings.VDI = {**settings.VDI, "CONSOLE_PROXY_RECHECK_S": 30}
+    held = []
+    with fake_vnc(held=held) as (vnc_port, _served):
+        issued = browser_ticket(vnc_port)
+        server = build_server(listen_host="127.0.0.1", listen_port=free_port(),
+                              origins=[PORTAL])
+
+        def browser(port):
+            with ConsoleWebsocket("127.0.0.1", port, f"/?token={issued.token}", PORTAL) as ws:
+                ws.read_until(RFB_BANNER)
+                with scopes_disabled():
+                    session_end(session=session, actor=users["member"])
+                held[0].close()  # the desktop is reset
+                return ws.wait_closed(timeout_s=10)
+
+        assert serve_one(server, browser) == (SESSION_ENDED_CLOSE_CODE,
+                                              "Your session ended (Ended by the user)")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_live_sessions_console_stays_open_across_rechecks(browser_ticket, session, settings):
+    """A bounded wait: 1.5 s spans five rechecks (0.3 s apart) of a live session, and a cut
+    would come within one; it outlasts the handshake deadline (0.5 s here) too, which ends
+    with the handshake. Then the browser leaves and the session is disconnected."""
+    settings.VDI = {**settings.VDI, "CONSOLE_PROXY_RECHECK_S": 0.3,
+                    "CONSOLE_PROXY_HANDSHAKE_TIMEOUT_S": 0.5}
+    with fake_vnc(held=[]) as (vnc_port, _served):
+        issued = browser_ticket(vnc_port)
+        server = build_server(listen_host="127.0.0.1", listen_port=free_port(),
+                              origins=[PORTAL])
+
+        def browser(port):
+            with ConsoleWebsocket("127.0.0.1", port, f"/?token={issued.token}", PORTAL) as ws:
+                ws.read_until(RFB_BANNER)
+                return ws.wait_closed(timeout_s=1.5)
+
+        assert serve_one(server, browser) == (None, "")
+    assert session_state(session).state == SessionState.DISCONNECTED
+
+
+def test_the_recheck_reads_the_session_and_a_silent_database_keeps_consoles(
+        session, users, monkeypatch):
+    target = ConsoleTarget(ticket_id="t", session_id=str(session.pk), host="127.0.0.1",
+                           port=5901)
+    assert console_session_ended(target) is None  # live
+    with scopes_disabled():
+        session_end(session=session, actor=users["admin"])
+    assert console_session_ended(target) == "Your session ended (Ended by an administrator)"
+    gone = ConsoleTarget(ticket_id="t", session_id=str(uuid.uuid4()), host="h", port=1)
+    assert console_session_ended(gone) == "Your session ended"
+
+    def unreachable(**_kwargs):
+        raise OperationalError("the database does not answer")
+
+    monkeypatch.setattr("brokers.selectors.session_end_reason", unreachable)
+    assert console_session_ended(target) is None  # asked again at the next recheck
+
+
+# --- abuse limits -----------------------------------------------------------------------------
+class FakeChildren:
+    """Stands in for multiprocessing.active_children(): the parent's live handler processes."""
+
+    def __init__(self):
+        self.alive = []
+
+    def __call__(self):
+        return list(self.alive)
+
+    def fork(self):  # what websockify does with a connection accept() let through
+        child = object()
+        self.alive.append(child)
+        return child
+
+
+def test_the_limits_count_live_children_per_address_and_in_all():
+    children = FakeChildren()
+    limits = ConnectionLimits(max_connections=3, max_per_address=2, children=children)
+
+    assert limits.admit("192.0.2.1") is None
+    first = children.fork()
+    assert limits.admit("192.0.2.1") is None
+    children.fork()
+    refusal = limits.admit("192.0.2.1")
+    assert refusal.status == 429 and b"429 Too Many Requests" in refusal.response()
+    assert limits.admit("192.0.2.2") is None  # another address: its own count
+    children.fork()
+    refusal = limits.admit("192.0.2.3")
+    assert refusal.status == 503 and b"503 Service Unavailable" in refusal.response()
+
+    children.alive.remove(first)  # a console closed: its place is free again
+    assert limits.admit("192.0.2.1") is None
+    assert limits.admit("192.0.2.3") is None  # the admitted one was never forked: not counted
+
+
+@pytest.mark.parametrize("tls_only", [False, True])
+def test_the_listener_answers_a_refusal_at_once_and_never_hands_it_to_websockify(tls_only):
+    """In-process, the listening socket websockify's loop accepts from: the refused
+    connection is answered (HTTP, or just closed on a TLS-only listener) and accept()
+    raises EINTR, which the loop takes as "nothing accepted"."""
+    children = FakeChildren()
+    plain = socket.create_server(("127.0.0.1", 0))
+    listener = AdmittingListener(plain.family, plain.type, plain.proto, fileno=plain.detach())
+    listener.limits = ConnectionLimits(max_connections=0, max_per_address=1, children=children)
+    listener.answer_in_http = not tls_only
+    port = listener.getsockname()[1]
+    with listener, socket.create_connection(("127.0.0.1", port), timeout=5) as first, \
+            socket.create_connection(("127.0.0.1", port), timeout=5) as second:
+        accepted, _address = listener.accept()
+        children.fork()
+        second.sendall(upgrade_request(port, "/?token=secret", PORTAL))
+        with pytest.raises(InterruptedError) as refused:
+            listener.accept()
+        assert refused.value.errno == errno.EINTR
+        answer = read_all(second, timeout_s=5)
+        accepted.close()
+        assert first.recv(1) == b""
+    if tls_only:
+        assert answer == b""
+    else:
+        assert status_of(answer) == 429 and b"Retry-After: 10" in answer
+        assert b"secret" not in answer
+
+
+def test_zero_means_no_limit():
+    children = FakeChildren()
+    limits = ConnectionLimits(max_connections=0, max_per_address=0, children=children)
+    for _ in range(50):
+        assert limits.admit("192.0.2.1") is None
+        children.fork()
+
+
+def test_behind_a_load_balancer_the_per_address_cap_is_left_to_it(settings):
+    settings.VDI = {**settings.VDI, "CONSOLE_PROXY_TRUST_FORWARDED_FOR": True}
+    server = build_server(listen_host="127.0.0.1", listen_port=free_port(), origins=[PORTAL])
+    assert server.limits.max_per_address == 0
+    assert server.limits.max_connections == settings.VDI["CONSOLE_PROXY_MAX_CONNECTIONS"] > 0
+
+
+@pytest.mark.parametrize("client", ["silent", "trickling"])
+def test_a_handshake_that_does_not_finish_in_time_is_cut_before_the_token_is_used(
+        client, browser_ticket, settings):
+    """One deadline for the whole handshake (1 s here), however the client sends: a
+    request that stops halfway, or headers trickled a byte at a time."""
+    settings.VDI = {**settings.VDI, "CONSOLE_PROXY_HANDSHAKE_TIMEOUT_S": 1}
+    issued = browser_ticket(5901)
+    server = build_server(listen_host="127.0.0.1", listen_port=free_port(), origins=[PORTAL])
+    request = upgrade_request(0, f"/?token={issued.token}", PORTAL)
+    stop = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as listener, \
+            socket.create_connection(listener.getsockname(), timeout=10) as browser:
+        browser.sendall(request[:40])
+
+        def trickle():
+            for byte in request[40:-4]:
+                if stop.wait(0.1):
+                    return
+                with contextlib.suppress(OSError):
+                    browser.send(bytes([byte]))
+
+        trickler = threading.Thread(target=trickle, daemon=True)
+        if client == "trickling":
+            trickler.start()
+        accepted, address = listener.accept()
+        started = time.monotonic()
+        with accepted:
+            server.top_new_client(accepted, address)
+        took = time.monotonic() - started
+        stop.set()
+        assert closed_by_peer(browser, 5)
+    assert 0.9 <= took < 2.5, took
+    with scopes_disabled():
+        assert ConnectionTicket.objects.get(pk=issued.ticket.pk).used_at is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_proxy_process_caps_connections_per_address_and_in_all(browser_ticket, tmp_path):
+    """The real command: over a cap, the parent answers 429 (one address) or 503 (all)
+    without reading the request, so the token in it stays unused and out of the log;
+    connections that never finish their handshake are ended by the deadline (3 s here),
+    which frees their places."""
+    port = free_port()
+    command = [sys.executable, str(ROOT / "manage.py"), "console_proxy", "--listen",
+               f"127.0.0.1:{port}"]
+    env = {"VDI_CONSOLE_ALLOWED_ORIGINS": PORTAL, "VDI_CONSOLE_PROXY_MAX_PER_ADDRESS": "2",
+           "VDI_CONSOLE_PROXY_MAX_CONNECTIONS": "3", "VDI_CONSOLE_PROXY_HANDSHAKE_TIMEOUT_S": "3"}
+    with fake_vnc() as (vnc_port, served), \
+            running(command, tmp_path / "proxy.log", "console proxy listening", env) as log:
+        issued = browser_ticket(vnc_port)
+        path = f"/?token={issued.token}"
+        opened = time.monotonic()
+        holders = [partial_upgrade(port), partial_upgrade(port)]
+        with ConsoleWebsocket("127.0.0.1", port, path, PORTAL, source="127.0.0.1") as ws:
+            assert ws.status == 429, (ws.response, log.read_text())
+        holders.append(partial_upgrade(port, source="127.0.0.2"))  # its own address: in
+        with ConsoleWebsocket("127.0.0.1", port, path, PORTAL, source="127.0.0.3") as ws:
+            assert ws.status == 503, (ws.response, log.read_text())
+        with scopes_disabled():
+            assert ConnectionTicket.objects.get(pk=issued.ticket.pk).used_at is None
+        assert served == []
+
+        for holder in holders:
+            with holder:
+                assert closed_by_peer(holder, 3 + 3), log.read_text()
+        ended_after = time.monotonic() - opened
+        assert 2.5 <= ended_after < 3 + 3, ended_after
+
+        def answered():  # the parent reaps the ended children as they exit
+            console = ConsoleWebsocket("127.0.0.1", port, path, PORTAL)
+            if console.status in (429, 503):
+                console.close()
+                return None
+            return console
+
+        with wait_for(answered, 10, lambda: f"a free place (log:\n{log.read_text()})") as ws:
+            assert ws.status == 101, ws.response
+            assert RFB_BANNER in ws.read_until(RFB_BANNER)
+        output = log.read_text()
+    assert issued.token not in output
+    assert "refused: Too many console connections from your address" in output
+    assert "refused: The console proxy is at its limit of 3 connections" in output
+    assert "Request timed out" in output
+
+
 # --- the management command -----------------------------------------------------------------
 def test_the_command_refuses_a_bad_listen_address():
     with pytest.raises(CommandError, match="HOST:PORT"):
@@ -368,10 +697,9 @@ def member_client(client, users):
 
 
 @pytest.fixture
-def applied(monkeypatch):
-    """The worker reports the password set, as a real host would (the simulated one can't)."""
-    monkeypatch.setattr("brokers.tasks.ticket_apply",
-                        lambda **kwargs: {"applied": True, "error": None})
+def applied(passwords_apply):
+    """The worker sets the password, as on a real host (the simulated one can't)."""
+    return passwords_apply
 
 
 def console_url(session) -> str:

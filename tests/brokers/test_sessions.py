@@ -33,7 +33,7 @@ def test_only_the_sessions_user_gets_tickets(api, ready_pool, run_tasks):
     url = f"/api/v1/tenants/acme/sessions/{body['session']}/ticket/"
 
     with run_tasks():
-        assert_error(api("admin").post(url), 403, "not_session_owner")
+        assert_error(api("admin").post(url), 403, "not_desktop_holder")
         assert api("member").post(url).status_code == 200
 
 
@@ -130,7 +130,7 @@ def test_a_ticket_for_an_ended_session_is_409_and_changes_nothing(api, ready_poo
         tickets = session_of(body).tickets.count()
 
     assert_error(member.post(f"/api/v1/tenants/acme/sessions/{body['session']}/ticket/"),
-                 409, "session_not_ready")
+                 409, "session_ended")
     with scopes_disabled():
         assert session_of(body).tickets.count() == tickets
 

@@ -35,8 +35,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 class _Answered:
+    """The console worker's answer, computed in the caller's thread."""
+
+    def __init__(self, kwargs):
+        self.kwargs = kwargs
+
     def get(self, **_kwargs):
-        return {"applied": True, "error": None}
+        return ticket_apply_task.run(**self.kwargs)
 
 
 @pytest.fixture
@@ -52,7 +57,9 @@ def test_a_login_storm_hands_each_ready_spare_to_one_user(make_pool, host, tenan
     Tenant.objects.filter(pk=tenant.pk).update(max_desktops=users_count + spares,
                                                max_sessions=users_count)
     monkeypatch.setattr(ticket_apply_task, "apply_async",
-                        lambda **_kwargs: _Answered())
+                        lambda **options: _Answered(options["kwargs"]))
+    monkeypatch.setattr("hypervisors.drivers.libvirt_driver.LibvirtDriver."
+                        "set_console_password", lambda *args, **kwargs: None)
     for task in (vdi_tasks.operation_run_task, vdi_tasks.pool_autoscale_task):
         monkeypatch.setattr(task, "delay", lambda *args, **kwargs: None)
 

@@ -12,7 +12,8 @@ import pytest
 
 from hypervisors.domain_xml import DomainSpec, build_domain_xml
 
-CONSOLE_ADDRESS = "192.0.2.10"
+CONSOLE_ADDRESS = "192.0.2.10"  # what clients dial
+VNC_ADDRESS = "10.0.0.10"  # where only the console proxies reach the host
 
 
 def make_spec(**overrides) -> DomainSpec:
@@ -24,6 +25,7 @@ def make_spec(**overrides) -> DomainSpec:
         "memory_mb": 2048,
         "disk_path": "/var/lib/libvirt/images/desk-1.qcow2",
         "console_address": CONSOLE_ADDRESS,
+        "vnc_address": VNC_ADDRESS,
     }
     fields.update(overrides)
     return DomainSpec(**fields)
@@ -130,21 +132,31 @@ def test_no_serial_device_without_a_serial_log():
 
 @pytest.mark.parametrize("spec", [DISK_BOOT, KERNEL_BOOT, BRIDGED],
                          ids=["disk-boot", "kernel-boot", "bridged"])
-def test_both_displays_listen_on_console_address_and_are_locked(spec):
+def test_spice_listens_on_the_console_address_vnc_on_the_vnc_address_both_locked(spec):
     displays = graphics(parse(spec))
 
     assert set(displays) == {"spice", "vnc"}
+    wanted = {"spice": CONSOLE_ADDRESS, "vnc": VNC_ADDRESS}
     for kind, element in displays.items():
         assert element.get("autoport") == "yes", kind
-        assert element.get("listen") == CONSOLE_ADDRESS, kind
-        listen = element.find("listen")
+        assert element.get("listen") == wanted[kind], kind
+        # One listen element each, on that address only: the VNC display is never on the
+        # address clients dial (QEMU keeps VNC clients through a password change).
+        (listen,) = element.findall("listen")
         assert listen.get("type") == "address", kind
-        assert listen.get("address") == CONSOLE_ADDRESS, kind
+        assert listen.get("address") == wanted[kind], kind
         assert element.get("passwd"), f"{kind} display has no password"
         valid_to = datetime.fromisoformat(element.get("passwdValidTo")).replace(
             tzinfo=timezone.utc
         )
         assert valid_to < datetime.now(timezone.utc), f"{kind} password has not expired"
+
+
+def test_vnc_listens_on_loopback_unless_told_otherwise():
+    spec = make_spec()
+    fields = {name: getattr(spec, name) for name in spec.__dataclass_fields__}
+    del fields["vnc_address"]
+    assert graphics(parse(DomainSpec(**fields)))["vnc"].get("listen") == "127.0.0.1"
 
 
 def test_vnc_password_fits_qemu_limit():

@@ -15,7 +15,8 @@ from vdi.models import Image, Pool
 
 PROJECT_APPS = ("tenants", "hypervisors", "vdi", "brokers")
 # Owned by the platform (shared by every tenant) or by a user, never by one tenant.
-PLATFORM_MODELS = {"tenants.Tenant", "hypervisors.Host", "vdi.IdempotentRequest"}
+PLATFORM_MODELS = {"tenants.Tenant", "tenants.ApiToken", "hypervisors.Host",
+                   "vdi.IdempotentRequest"}
 
 
 def project_models():

@@ -78,7 +78,7 @@ def test_adding_a_host_in_the_admin_probes_it(admin_client, run_tasks, db):
     with run_tasks():
         response = admin_client.post("/admin/hypervisors/host/add/", {
             "name": "kvm-admin", "uri": "test:///default", "virt_type": "qemu",
-            "console_address": "127.0.0.1", "enabled": "on", "cpu_overcommit": "4.0",
+            "console_address": "127.0.0.1", "vnc_listen_address": "127.0.0.1", "enabled": "on", "cpu_overcommit": "4.0",
             "memory_overcommit": "1.0", "max_concurrent_boots": "4",
             "storage_pool": "default-pool", "network": "", "bridge": "",
         })

@@ -80,8 +80,8 @@ def invite_link(api, users, mailoutbox, django_capture_on_commit_callbacks):
         response = api("owner").post("/api/v1/tenants/acme/members/",
                                      {"email": "newcomer@example.com", "role": "member"},
                                      format="json")
-    assert response.status_code == 201, response.content
-    return re.search(r"https?://\S+/accounts/reset/\S+/", mailoutbox[-1].body).group(0)
+    assert response.status_code == 202, response.content
+    return re.search(r"https?://\S+/invitations/\S+/", mailoutbox[-1].body).group(0)
 
 
 @pytest.mark.parametrize("weak, complaint", [

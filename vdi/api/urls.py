@@ -6,7 +6,13 @@ from rest_framework.routers import SimpleRouter
 from brokers.api.views import SessionViewSet
 from hypervisors.api.views import HostViewSet
 from tenants.api.reports import AuditEventViewSet, UsageView
-from tenants.api.views import MembershipViewSet, TenantViewSet, TokenView
+from tenants.api.tokens import ApiTokenViewSet, TokenView
+from tenants.api.views import (
+    InvitationViewSet,
+    MembershipViewSet,
+    TenantInvitationViewSet,
+    TenantViewSet,
+)
 
 from .views import DesktopViewSet, ImageViewSet, OperationViewSet, PoolViewSet
 
@@ -16,10 +22,13 @@ platform = SimpleRouter()
 platform.register("hosts", HostViewSet, basename="host")
 platform.register("images", ImageViewSet, basename="image")
 platform.register("tenants", TenantViewSet, basename="tenant")
+platform.register("invitations", InvitationViewSet, basename="my-invitation")
+platform.register("auth/tokens", ApiTokenViewSet, basename="api-token")
 
 tenant = SimpleRouter()
 for prefix, viewset, basename in (
     ("members", MembershipViewSet, "member"),
+    ("invitations", TenantInvitationViewSet, "invitation"),
     ("pools", PoolViewSet, "pool"),
     ("desktops", DesktopViewSet, "desktop"),
     ("sessions", SessionViewSet, "session"),
@@ -29,6 +38,8 @@ for prefix, viewset, basename in (
     viewset.lookup_value_regex = UUID
     tenant.register(prefix, viewset, basename=basename)
 HostViewSet.lookup_value_regex = ImageViewSet.lookup_value_regex = UUID
+InvitationViewSet.lookup_value_regex = UUID
+ApiTokenViewSet.lookup_value_regex = UUID
 
 
 

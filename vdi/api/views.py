@@ -45,15 +45,17 @@ class PoolViewSet(IdempotentMixin, TenantThrottleMixin, TenantScopedMixin, Scope
     def scoped_queryset(self):
         return pool_list_for_user(user=self.request.user, is_admin=self.is_admin)
 
+    # The answer is read back through the list's query: it carries the counts and the
+    # provisioning state the service's own row does not.
     def perform_create(self, serializer):
-        serializer.instance = pool_create(
-            tenant=self.tenant, actor=self.request.user, **serializer.validated_data
-        )
+        pool = pool_create(tenant=self.tenant, actor=self.request.user,
+                           **serializer.validated_data)
+        serializer.instance = self.scoped_queryset().get(pk=pool.pk)
 
     def perform_update(self, serializer):
-        serializer.instance = pool_update(
-            pool=serializer.instance, actor=self.request.user, **serializer.validated_data
-        )
+        pool = pool_update(pool=serializer.instance, actor=self.request.user,
+                           **serializer.validated_data)
+        serializer.instance = self.scoped_queryset().get(pk=pool.pk)
 
     @extend_schema(responses={202: PoolSerializer})
     def destroy(self, request, *args, **kwargs):

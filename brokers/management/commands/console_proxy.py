@@ -17,10 +17,23 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def describe_limits(server) -> str:
+    """The limits this proxy applies, for its start-up line (a 0 setting: none)."""
+    limits, handshake_s = server.limits, server.handshake_deadline.seconds
+    per_address = ("left to the load balancer"
+                   if settings.VDI["CONSOLE_PROXY_TRUST_FORWARDED_FOR"]
+                   else limits.max_per_address or "none")
+    return (f"connections per address: {per_address}, in all: "
+            f"{limits.max_connections or 'none'}; handshake within "
+            f"{f'{handshake_s:g} s' if handshake_s > 0 else 'no limit'}; consoles of ended "
+            f"sessions closed within {server.recheck_s:g} s")
+
+
 class Command(BaseCommand):
     help = ("Proxy browser consoles (noVNC over a websocket) to desktops' VNC displays: "
             "single-use tokens resolved in the database, Origin checked, tokens masked in "
-            "logs. Stateless: run one per machine or several behind a load balancer.")
+            "logs, connections capped, consoles closed when their session ends. Stateless: "
+            "run one per machine or several behind a load balancer.")
 
     def add_arguments(self, parser):
         parser.add_argument("--listen", default=settings.VDI["CONSOLE_PROXY_LISTEN"],
@@ -64,6 +77,7 @@ class Command(BaseCommand):
         shown = f"[{host}]" if ":" in host else host
         self.stdout.write(f"console proxy listening on {scheme}://{shown}:{port}/ "
                           f"(allowed origins: {' '.join(origins)})")
+        self.stdout.write(f"limits: {describe_limits(server)}")
         self.stdout.flush()
         server.start_server()
         self.stdout.write("console proxy stopped")
