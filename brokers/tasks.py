@@ -2,7 +2,8 @@ from datetime import datetime
 
 from vdi.taskutils import platform_task
 
-from .services import console_revoke, sessions_expire, ticket_apply
+from .services import sessions_expire
+from .tickets import console_revoke, ticket_apply
 
 
 # Both run on the "console" queue (CELERY_TASK_ROUTES): tickets never wait behind

@@ -19,7 +19,8 @@ from vdi.views import dashboard_answer
 from .choices import LIVE_SESSION_STATES, SessionState, TicketKind
 from .consolefile import vv_response
 from .selectors import session_list_for_user
-from .services import console_file_ticket_issue, session_connect, session_end, ticket_issue
+from .services import session_connect, session_end
+from .tickets import console_file_ticket_issue, ticket_issue
 
 
 def _own_session(request, pk):

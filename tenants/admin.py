@@ -6,7 +6,8 @@ from vdi.errors import ServiceError
 
 from .choices import TenantStatus
 from .models import AuditEvent, Invitation, Membership, MonthlyUsage, Tenant, UsageEvent
-from .services import invitation_revoke, membership_remove, tenant_set_status
+from .members import invitation_revoke, membership_remove
+from .services import tenant_set_status
 from .tokens import ApiToken, RevokeReason, api_token_revoke
 
 

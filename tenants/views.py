@@ -28,7 +28,7 @@ from .models import Invitation, InvitationState
 from .portal import audit_invalid_form, page_of, tenant_admin_page
 from .scoping import scopes_disabled
 from .selectors import audit_list, membership_list, month_list, quota_usage, usage_history
-from .services import (
+from .members import (
     invitation_accept,
     invitation_decline,
     invitation_revoke,

@@ -10,12 +10,8 @@ from rest_framework.response import Response
 from brokers.consolefile import CONTENT_TYPE, vv_response
 from brokers.models import Session
 from brokers.selectors import session_list_for_user
-from brokers.services import (
-    IssuedTicket,
-    console_file_ticket_issue,
-    session_end,
-    ticket_issue,
-)
+from brokers.services import session_end
+from brokers.tickets import IssuedTicket, console_file_ticket_issue, ticket_issue
 from vdi.api.idempotency import IdempotentMixin
 from tenants.api.base import ScopedQuerysetMixin, TenantScopedMixin
 from vdi.api.exceptions import error_response

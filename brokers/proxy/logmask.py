@@ -44,7 +44,7 @@ class TokenMaskFilter(logging.Filter):
 # The loggers websockify and the proxy log on. A filter on a logger sees the records
 # created there before any handler does; the root handlers' filter catches the rest.
 MASKED_LOGGERS = (WebSockifyServer.get_logger().name, token_plugins.logger.name,
-                  "websockify", PROXY_LOGGER, "brokers.services")
+                  "websockify", PROXY_LOGGER, "brokers.services", "brokers.tickets")
 
 
 def install_token_mask() -> TokenMaskFilter:

@@ -8,17 +8,15 @@ from tenants.models import Invitation, Membership, Tenant
 from tenants.resolution import resolve_tenant
 from tenants.selectors import membership_list, tenant_list_for_user
 from tenants.scoping import scopes_disabled
-from tenants.services import (
+from tenants.members import (
     invitation_accept,
     invitation_decline,
     invitation_revoke,
     membership_invite,
     membership_remove,
     membership_update_role,
-    tenant_create,
-    tenant_set_status,
-    tenant_update,
 )
+from tenants.services import tenant_create, tenant_set_status, tenant_update
 from vdi.api.idempotency import IdempotentMixin
 from vdi.api.throttling import TenantThrottleMixin
 from vdi.errors import Forbidden

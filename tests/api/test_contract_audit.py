@@ -2,7 +2,7 @@
 
 from tenants.models import AuditEvent
 from tenants.scoping import scopes_disabled, tenant_scope
-from tenants.services import audit_record
+from tenants.audit import audit_record
 from tests.api.contract import TENANT_ADMINS, TenantContract
 
 

@@ -4,7 +4,7 @@ a person received (only they see and answer them)."""
 
 from tenants.models import Invitation, Membership
 from tenants.scoping import scopes_disabled
-from tenants.services import membership_invite
+from tenants.members import membership_invite
 from tests.api.contract import (AUTHENTICATED, IN_TENANT, TENANT_ADMINS, Action, Contract,
                                 TenantContract, assert_refused, client_for)
 

@@ -44,7 +44,7 @@ from schemathesis.specs.openapi.checks import (content_type_conformance,
 
 from tenants.models import Invitation, Membership
 from tenants.scoping import scopes_disabled, tenant_scope
-from tenants.services import audit_record
+from tenants.audit import audit_record
 from tenants.tokens import api_token_create
 from tests.api.contract import World
 from vdi import celery_app

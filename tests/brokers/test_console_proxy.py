@@ -40,7 +40,8 @@ from brokers.proxy import (
     mask_tokens,
     origin_allowed,
 )
-from brokers.services import ConsoleTarget, session_end, ticket_issue, token_hash
+from brokers.services import session_end
+from brokers.tickets import ConsoleTarget, ticket_issue, token_hash
 from tenants.scoping import scopes_disabled
 from tests.api.test_slice import connect
 from tests.e2e.clients import ConsoleWebsocket

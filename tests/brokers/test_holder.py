@@ -10,11 +10,13 @@ from django.db import IntegrityError, transaction
 
 from brokers.choices import EndReason, SessionState
 from brokers.models import Session
-from brokers.services import session_connect, session_end, session_takeover, ticket_issue
+from brokers.services import session_connect, session_end, session_takeover
+from brokers.tickets import ticket_issue
 from tenants.choices import Role, TenantStatus
 from tenants.models import Membership
 from tenants.scoping import scopes_disabled
-from tenants.services import membership_add, membership_remove, tenant_set_status
+from tenants.members import membership_remove
+from tenants.services import membership_add, tenant_set_status
 from tests.api.test_slice import assert_error, connect
 from vdi.choices import DesktopState, OnLogoff, OperationKind, PoolKind
 from vdi.errors import Conflict, Forbidden, QuotaExceeded

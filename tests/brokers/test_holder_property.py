@@ -39,13 +39,8 @@ from hypothesis.stateful import (
 
 from brokers.choices import LIVE_SESSION_STATES, TicketKind
 from brokers.models import ConnectionTicket, Session
-from brokers.services import (
-    console_token_consume,
-    session_connect,
-    session_end,
-    session_takeover,
-    ticket_issue,
-)
+from brokers.services import session_connect, session_end, session_takeover
+from brokers.tickets import console_token_consume, ticket_issue
 from hypervisors.choices import HostState
 from hypervisors.drivers import TransientDriverError
 from hypervisors.drivers.libvirt_driver import LibvirtDriver
@@ -55,7 +50,8 @@ from tenants.choices import Role, TenantStatus
 from tenants.models import AuditEvent, Membership
 from tenants.scoping import scopes_disabled
 from tenants.selectors import quota_usage
-from tenants.services import membership_add, membership_remove, tenant_create, tenant_set_status
+from tenants.members import membership_remove
+from tenants.services import membership_add, tenant_create, tenant_set_status
 from vdi.choices import DesktopState, OnLogoff, OperationKind, OperationState, PoolKind
 from vdi.errors import ServiceError
 from vdi.models import Desktop, Operation, Pool

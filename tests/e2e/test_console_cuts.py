@@ -20,7 +20,7 @@ import pytest
 from brokers.choices import SessionState, TicketKind
 from brokers.models import Session
 from brokers.proxy import SESSION_ENDED_CLOSE_CODE
-from brokers.services import ticket_issue
+from brokers.tickets import ticket_issue
 from tenants.scoping import scopes_disabled
 from tests.brokers.test_console_proxy import free_port
 from tests.e2e.clients import (

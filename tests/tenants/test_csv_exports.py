@@ -8,7 +8,7 @@ import io
 import pytest
 
 from tenants.models import AuditEvent
-from tenants.services import audit_record
+from tenants.audit import audit_record
 from vdi.api.renderers import CSVRenderer, csv_cell
 
 FORMULAS = ["=HYPERLINK(\"http://evil.example.com\",\"x\")", "+1+1", "-2+3", "@SUM(A1:A2)",

@@ -14,7 +14,8 @@ from rest_framework.test import APIClient
 
 from tenants.models import AuditEvent, Invitation, Membership
 from tenants.scoping import scopes_disabled
-from tenants.services import invitation_accept, membership_add, membership_invite
+from tenants.members import invitation_accept, membership_invite
+from tenants.services import membership_add
 from tests.api.test_slice import assert_error
 from tests.conftest import PASSWORD
 from vdi.errors import Forbidden

@@ -44,7 +44,7 @@ def test_a_request_logs_its_id_tenant_user_and_address(api, make_pool, host, run
     assert issued["request_id"] == response["X-Request-ID"]
     assert (issued["source"], issued["tenant"], issued["user"], issued["client"]) == (
         "api", "acme", "member", "127.0.0.1")
-    assert issued["level"] == "INFO" and issued["logger"] == "brokers.services"
+    assert issued["level"] == "INFO" and issued["logger"] == "brokers.tickets"
     assert issued["time"].endswith("+00:00")
     # The ticket's worker task ran inside the request (eagerly): its lines carry its own id.
     [in_task] = [line for line in json_log() if "console password not set" in line["message"]]

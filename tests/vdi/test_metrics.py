@@ -135,7 +135,7 @@ def test_a_workers_operations_are_counted_by_the_web_process(tmp_path, client, a
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     assert lines and all({"time", "level", "logger", "message", "request_id", "source",
                           "tenant", "user", "client"} <= set(line) for line in lines)
-    in_task = [line for line in lines if line["logger"] == "brokers.services"
+    in_task = [line for line in lines if line["logger"] == "brokers.tickets"
                and "console password not set" in line["message"]]
     assert in_task and in_task[0]["source"] == "task" and in_task[0]["request_id"]
     assert in_task[0]["request_id"] in log.read_text().split("brokers.ticket_apply[", 1)[1]

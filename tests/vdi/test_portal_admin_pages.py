@@ -12,7 +12,7 @@ from django.test import Client
 
 from tenants.models import AuditEvent, Invitation, Membership, MonthlyUsage, UsageEvent
 from tenants.scoping import scopes_disabled
-from tenants.services import audit_record
+from tenants.audit import audit_record
 from vdi.models import Operation
 
 MEMBERS = "/t/acme/members/"

@@ -169,7 +169,7 @@ def test_members_see_what_they_asked_for_and_the_platforms_work_on_their_desktop
 
 
 def test_the_audit_trail_keeps_libvirts_words_for_staff(api, broken_desktop, tenant):
-    from tenants.services import audit_record
+    from tenants.audit import audit_record
 
     audit_record(tenant=tenant, actor=None, action="desktop.start", target=Desktop,
                  object_id=broken_desktop.id, result="failed",
