@@ -21,9 +21,9 @@ from __future__ import annotations
 from django.db.models import Q
 
 from tenants.choices import ADMIN_ROLES
-from tenants.models import Membership, Tenant
+from tenants.models import Tenant
 from tenants.scoping import scopes_disabled
-from tenants.services import tenant_require_active
+from tenants.services import actor_role, tenant_require_active
 from vdi.choices import DesktopState
 from vdi.errors import Conflict, Forbidden
 from vdi.models import Desktop, Pool, PoolEntitlement
@@ -45,12 +45,13 @@ def desktop_holder_id(*, desktop: Desktop):
 def pool_access_require(*, pool: Pool, user, tenant: Tenant | None = None) -> None:
     """``user`` may open consoles in ``pool`` right now: the organisation is active, the
     pool enabled and not being deleted, and the user entitled to it (409/403 otherwise)."""
-    tenant_require_active(tenant=tenant or pool.tenant)
+    tenant = tenant or pool.tenant
+    tenant_require_active(tenant=tenant)
     if pool.is_deleting:
         raise Conflict("This pool is being deleted.", code="pool_deleting")
     if not pool.enabled:
         raise Conflict("This pool is disabled.", code="pool_disabled")
-    if not pool_user_entitled(pool=pool, user=user):
+    if not pool_user_entitled(pool=pool, user=user, tenant=tenant):
         raise Forbidden("You may not use this pool.", code="not_entitled")
 
 
@@ -72,16 +73,13 @@ def session_holder_require(*, session: Session, user) -> None:
         raise Conflict("The session's desktop is not running.", code="desktop_not_running")
 
 
-def pool_user_entitled(*, pool: Pool, user) -> bool:
+def pool_user_entitled(*, pool: Pool, user, tenant: Tenant | None = None) -> bool:
     """The pool is open to ``user``: platform staff and the organisation's admins use every
     pool, members the pools open to all members or listing them; anyone else none."""
-    if user.is_staff:
-        return True
+    role = actor_role(tenant=tenant or pool.tenant, actor=user)
+    if role is None:
+        return False
     with scopes_disabled():
-        role = (Membership.objects.filter(tenant_id=pool.tenant_id, user=user)
-                .values_list("role", flat=True).first())
-        if role is None:
-            return False
         return (role in ADMIN_ROLES or pool.entitle_all_members
                 or PoolEntitlement.objects.filter(pool=pool, user=user).exists())
 

@@ -4,8 +4,8 @@ when someone's access ends, their sessions end and their consoles are cut."""
 from __future__ import annotations
 
 from tenants.choices import ADMIN_ROLES
-from tenants.models import Membership
 from tenants.scoping import scopes_disabled
+from tenants.services import actor_role
 from vdi.choices import OperationKind, PoolKind
 from vdi.errors import Forbidden
 from vdi.models import Desktop
@@ -44,8 +44,7 @@ def on_desktop_power_requested(sender, *, desktop, kind, actor, **kwargs) -> Non
     """Only the desktop's holder (or an admin of its organisation) may power it; a reset,
     shutdown, power-off or delete ends the sessions on it first (their on_logoff sees the
     operation and leaves the desktop to it)."""
-    if actor is not None and not _may_act_on_any_desktop(tenant_id=desktop.tenant_id,
-                                                         user=actor):
+    if actor is not None and actor_role(tenant=desktop.tenant, actor=actor) not in ADMIN_ROLES:
         if desktop_holder_id(desktop=desktop) != actor.pk:
             raise Forbidden("Someone else holds this desktop right now.",
                             code="not_desktop_holder")
@@ -54,11 +53,3 @@ def on_desktop_power_requested(sender, *, desktop, kind, actor, **kwargs) -> Non
             reason = EndReason.USER if actor is not None and not live_sessions(
                 desktop=desktop).exclude(user=actor).exists() else EndReason.ADMIN
             sessions_end(sessions=live_sessions(desktop=desktop), reason=reason)
-
-
-def _may_act_on_any_desktop(*, tenant_id, user) -> bool:
-    if user.is_staff:
-        return True
-    with scopes_disabled():
-        return Membership.objects.filter(tenant_id=tenant_id, user=user,
-                                         role__in=ADMIN_ROLES).exists()
