@@ -1,7 +1,8 @@
 import ipaddress
 import uuid
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
@@ -136,22 +137,51 @@ def _vnc_listen_problem(address: str, console_address: str) -> str:
     return ""
 
 
-_URI_SCHEMES = {"qemu", "test"}
-_URI_TRANSPORTS = {"", "tls", "ssh", "libssh", "libssh2", "tcp", "unix"}
+# The host links the portal supports (docs/hosts.md), and the query parameters of each.
+# Anything else (qemu+tcp:// in clear, a local socket path, ?command= running a program of
+# the URI's choosing, …) is refused.
+_URI_PARAMETERS = {
+    "qemu": set(),  # qemu:///system: this machine's libvirtd (the lab, a one-machine install)
+    "qemu+ssh": {"keyfile", "no_tty"},
+    # libvirt's own SSH clients, which check the host key against a file of your choice.
+    "qemu+libssh2": {"keyfile", "known_hosts", "sshauth"},
+    "qemu+libssh": {"keyfile", "known_hosts", "sshauth"},
+    "qemu+tls": {"pkipath"},
+    # Simulated hosts (libvirt's test driver, in the worker or in a lab's libvirtd); ``host``
+    # is a label libvirt ignores, which tells several simulated hosts apart.
+    "test": {"host"},
+    "test+unix": {"host"},
+}
+# Turned on only by a lab (VDI_HOST_URI_ALLOW_NO_VERIFY): its throwaway sshd's host key is
+# not checked. A real host's key or certificate always is.
+_LAB_ONLY_PARAMETERS = {"qemu+ssh": {"no_verify"}}
 
 
 def _uri_problem(uri: str) -> str:
     """Why ``uri`` is not a libvirt URI this portal can drive, or an empty string."""
     try:
         parts = urlsplit(uri)
+        query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
     except ValueError as error:
         return f"Not a URI: {error}."
-    scheme, _, transport = parts.scheme.partition("+")
     if "://" not in uri or any(c.isspace() for c in uri):
         return "Not a libvirt URI; expected e.g. qemu+tls://kvm1.example.com/system."
-    if scheme not in _URI_SCHEMES or transport not in _URI_TRANSPORTS:
+    allowed = _URI_PARAMETERS.get(parts.scheme)
+    if allowed is None:
         return (f"Unsupported scheme {parts.scheme!r}; use qemu:///system, qemu+tls://…, "
                 "qemu+ssh://… (or test:///default for a simulated host).")
-    if scheme == "qemu" and parts.path not in ("/system", "/session"):
+    if parts.scheme.startswith("qemu") and parts.path not in ("/system", "/session"):
         return "A qemu URI ends in /system (or /session), e.g. qemu+ssh://root@kvm1/system."
+    if parts.scheme == "qemu" and parts.netloc:
+        return ("A remote host is reached with qemu+tls:// or qemu+ssh://, e.g. "
+                "qemu+tls://kvm1.example.com/system.")
+    if parts.scheme != "qemu" and parts.scheme.startswith("qemu") and not parts.hostname:
+        return f"A {parts.scheme}:// URI names its host, e.g. {parts.scheme}://kvm1.example.com/system."
+    if settings.VDI["HOST_URI_ALLOW_NO_VERIFY"]:
+        allowed = allowed | _LAB_ONLY_PARAMETERS.get(parts.scheme, set())
+    refused = sorted({name for name, _value in query} - allowed)
+    if refused:
+        supported = ", ".join(sorted(allowed)) or "none"
+        return (f"Unsupported parameter(s) {', '.join(refused)} for {parts.scheme}:// "
+                f"(supported: {supported}).")
     return ""

@@ -357,6 +357,9 @@ VDI = {
     "LIBVIRT_CALL_TIMEOUT_S": float(os.environ.get("VDI_LIBVIRT_CALL_TIMEOUT_S", "30")),
     # A host that fails this many checks in a row is marked down, its desktops unknown.
     "HOST_DOWN_AFTER_FAILURES": int(os.environ.get("VDI_HOST_DOWN_AFTER_FAILURES", "3")),
+    # A lab's hosts only: host URIs may say qemu+ssh://…?no_verify=1 (the lab's own sshd on
+    # loopback has a throwaway host key). Never on for real hosts.
+    "HOST_URI_ALLOW_NO_VERIFY": env_bool("VDI_HOST_URI_ALLOW_NO_VERIFY"),
     # Placement: "spread" puts a desktop on the least committed host, "pack" on the most
     # committed one that still has room (fewer hosts busy).
     "PLACEMENT": os.environ.get("VDI_PLACEMENT", "spread"),

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from django.conf import settings
+from django.test import override_settings
+
 from hypervisors.choices import HostState
 from hypervisors.models import Host
 from tenants.scoping import scopes_disabled
@@ -44,12 +47,14 @@ def serial_log(desktop: Desktop) -> str:
 
 def register_lab_host(api, lab, worker: Path, *, name: str, uri: str) -> Host:
     """Register the lab's libvirtd as staff would, through the API, and wait for the
-    worker's check to bring it up with its virt types and the lab's base volume."""
-    response = api("staff").post("/api/v1/hosts/", {
-        "name": name, "uri": uri, "virt_type": "qemu",
-        "console_address": lab["VDI_LAB_CONSOLE_ADDRESS"], "storage_pool": lab["VDI_LAB_POOL"],
-        "max_concurrent_boots": 2,
-    }, format="json")
+    worker's check to bring it up with its virt types and the lab's base volume. This is the
+    lab: its own sshd's throwaway host key need not be verified (``no_verify=1``)."""
+    with override_settings(VDI={**settings.VDI, "HOST_URI_ALLOW_NO_VERIFY": True}):
+        response = api("staff").post("/api/v1/hosts/", {
+            "name": name, "uri": uri, "virt_type": "qemu",
+            "console_address": lab["VDI_LAB_CONSOLE_ADDRESS"],
+            "storage_pool": lab["VDI_LAB_POOL"], "max_concurrent_boots": 2,
+        }, format="json")
     assert response.status_code == 201, response.content
     host = Host.objects.get(pk=response.json()["id"])
 
