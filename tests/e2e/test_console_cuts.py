@@ -5,6 +5,10 @@ once its session ends (issue 14; docs/connecting.md, "What cuts a console").
 - a native SPICE client: the password change with ``connected='disconnect'`` drops it;
 - a native VNC client: it cannot reach the display at all, which listens only on the
   address the proxies dial, never on the console address clients are given.
+
+Sessions end for other reasons than their user's or an admin's end (docs/security.md,
+"Access ends when access ends"), and their consoles go with them: a member removed from
+the organisation, an organisation suspended, a desktop taken over by an admin.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from brokers.choices import SessionState, TicketKind
 from brokers.models import Session
 from brokers.proxy import SESSION_ENDED_CLOSE_CODE
 from brokers.tickets import ticket_issue
+from tenants.choices import TenantStatus
+from tenants.models import Membership
 from tenants.scoping import scopes_disabled
 from tests.brokers.test_console_proxy import free_port
 from tests.e2e.clients import (
@@ -38,6 +44,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 PORTAL = "http://portal.test:8000"  # the origin the proxy is told to allow
 RFB_BANNER = b"RFB 003.008"
 RECHECK_S = 2  # VDI_CONSOLE_PROXY_RECHECK_S's default, which these proxies run with
+ENDED_BY_ADMIN = "Your session ended (Ended by an administrator)"
 
 
 @contextlib.contextmanager
@@ -191,3 +198,137 @@ def test_vnc_listens_only_where_the_proxies_dial_never_on_the_console_address(
             ConsoleWebsocket("127.0.0.1", port, f"/?token={browser.token}", PORTAL) as console:
         assert console.status == 101, (console.response, tail(log))
         assert vnc_login_over(console, browser.password)[0] > 0
+
+
+# --- access that ends otherwise: a member removed, an organisation suspended, a takeover ----
+@contextlib.contextmanager
+def browser_console(session, user, tmp_path):
+    """A browser console on ``session`` as ``user``'s page opens it: a browser ticket, a real
+    proxy, the websocket and noVNC's login, with the proxy connected to the display. Yields
+    (the console, the proxy's log, the display's VNC port)."""
+    with scopes_disabled():
+        browser = ticket_issue(session=session, user=user, kind=TicketKind.BROWSER)
+    with console_proxy(tmp_path) as (port, log), \
+            ConsoleWebsocket("127.0.0.1", port, f"/?token={browser.token}", PORTAL) as console:
+        assert console.status == 101, (console.response, tail(log))
+        width, height, _name = vnc_login_over(console, browser.password)
+        assert width > 0 and height > 0
+        assert established_with(browser.ticket.port) == 1, "the proxy's connection to the display"
+        yield console, log, browser.ticket.port
+
+
+def assert_cut(console, log, since: float, reason: str, what: str) -> float:
+    """The proxy's close frame arrives within one recheck plus a margin, with 4001 and
+    ``reason``, and the proxy hangs up on the display: returns the seconds since ``since``."""
+    code, got = console.wait_closed(timeout_s=RECHECK_S + 8)
+    took = time.monotonic() - since
+    assert (code, got) == (SESSION_ENDED_CLOSE_CODE, reason), tail(log)
+    assert took < RECHECK_S + 3, f"closed {took:.1f} s after the {what}"
+    print(f"\n[timing] {what} → browser console closed: {took:.2f} s")
+    assert "cut, the session ended" in log.read_text()
+    return took
+
+
+def session_row(session) -> Session:
+    with scopes_disabled():
+        return Session.objects.get(pk=session.pk)
+
+
+def test_removing_a_member_closes_their_browser_console_within_seconds(
+        lab_pool, api, users, worker, tmp_path):
+    """How: the member's browser console is open through a real proxy (noVNC's login done,
+    ServerInit read, the proxy connected to QEMU's display, as in the session-end test
+    above). An admin removes the member (DELETE members/{id}/, 204); the membership's
+    removal ends their live sessions as an administrator would, and the proxy's close frame
+    must arrive within one recheck (2 s) plus a margin, with 4001 and "Ended by an
+    administrator"; the proxy hangs up on the display too. The session row is ended
+    (reason ``admin``) and the member is no longer in the organisation. The pool keeps one
+    desktop (``max_desktops=1``): one guest for the test."""
+    pool = lab_pool(min_ready=1, max_desktops=1, on_logoff="keep")
+    _ticket, session = ready_session(api, pool, worker)
+    with scopes_disabled():
+        membership = Membership.objects.get(tenant=pool.tenant, user=users["member"])
+
+    with browser_console(session, users["member"], tmp_path) as (console, log, vnc_port):
+        removed = time.monotonic()
+        response = api("admin").delete(f"/api/v1/tenants/acme/members/{membership.id}/")
+        assert response.status_code == 204, response.content
+        assert_cut(console, log, removed, ENDED_BY_ADMIN, "member's removal")
+        wait_for(lambda: established_with(vnc_port) == 0, 5,
+                 lambda: f"the proxy to hang up on the display (log:\n{tail(log)})")
+
+    fresh = session_row(session)
+    assert (fresh.state, fresh.end_reason) == (SessionState.ENDED, "admin")
+    with scopes_disabled():
+        assert not Membership.objects.filter(pk=membership.pk).exists()
+
+
+def test_suspending_the_organisation_drops_a_native_spice_client_and_refuses_connect(
+        lab_pool, api, worker, libvirt_conn):
+    """How: a SPICE client logs in with the member's ticket and stays connected; QEMU keeps
+    it (a bounded 1 s look, so that the drop below is the suspension's doing). Staff suspend
+    the organisation (POST tenants/acme/suspend/); its live sessions end, the console revoke
+    sets an expired password with connected='disconnect', and QEMU must drop the client
+    within 15 s. The pool keeps desktops after a logoff (``keep``) and a suspended
+    organisation's pools make no spares, so the domain still runs: the password change, not
+    a reset, dropped the client. Then the member's Connect answers 409 ``tenant_suspended``,
+    and the old ticket no longer opens the display."""
+    pool = lab_pool(min_ready=1, max_desktops=1, on_logoff="keep")
+    member = api("member")
+    ticket, session = ready_session(api, pool, worker)
+    assert ticket["protocol"] == "spice"
+
+    with SpiceSession(ticket["host"], ticket["port"], ticket["password"]) as client:
+        assert client.connected_for(1.0), "QEMU dropped a logged-in SPICE client by itself"
+        suspended = time.monotonic()
+        response = api("staff").post("/api/v1/tenants/acme/suspend/")
+        assert response.status_code == 200, response.content
+        assert response.json()["status"] == TenantStatus.SUSPENDED
+        assert client.wait_disconnected(15), (
+            f"the SPICE client is still connected 15 s after the suspension (worker log:\n"
+            f"{tail(worker)})")
+        print(f"\n[timing] suspension → SPICE client dropped: "
+              f"{time.monotonic() - suspended:.2f} s")
+
+    fresh = session_row(session)
+    assert (fresh.state, fresh.end_reason) == (SessionState.ENDED, "admin")
+    response = member.post(f"/api/v1/tenants/acme/pools/{pool.id}/connect/")
+    assert response.status_code == 409, response.content
+    assert response.json()["error"]["code"] == "tenant_suspended", response.content
+    assert libvirt_conn.lookupByName(session.desktop.name).isActive()
+    assert spice_login(ticket["host"], ticket["port"], ticket["password"]) is False
+
+
+def test_a_takeover_closes_the_members_browser_console_and_the_admins_ticket_opens_it(
+        lab_pool, api, users, worker, libvirt_conn, tmp_path):
+    """How: the member's browser console is open through a real proxy (as above). An admin
+    takes the desktop over (POST desktops/{id}/takeover/): the member's session ends
+    (reason ``admin``, no logoff policy) and the proxy's close frame must arrive within one
+    recheck (2 s) plus a margin, with 4001 and "Ended by an administrator"; QEMU keeps VNC
+    clients through the takeover ticket's password change, so the cut is the proxy's. The
+    admin's fresh ticket, applied to the live domain, opens the same desktop's SPICE display
+    (the main channel's link accepts the admin's password) while the member's ticket is
+    refused there."""
+    pool = lab_pool(min_ready=1, max_desktops=1, on_logoff="keep")
+    ticket, session = ready_session(api, pool, worker)
+
+    with browser_console(session, users["member"], tmp_path) as (console, log, vnc_port):
+        taken = time.monotonic()
+        response = api("admin").post(
+            f"/api/v1/tenants/acme/desktops/{session.desktop_id}/takeover/")
+        assert response.status_code == 200, response.content
+        admins = response.json()
+        assert_cut(console, log, taken, ENDED_BY_ADMIN, "takeover")
+        wait_for(lambda: established_with(vnc_port) == 0, 5,
+                 lambda: f"the proxy to hang up on the display (log:\n{tail(log)})")
+
+    assert admins["desktop"] == str(session.desktop_id) and admins["session"] != str(session.id)
+    assert admins["password_applied"] is True, admins
+    assert admins["password"] != ticket["password"]
+    fresh = session_row(session)
+    assert (fresh.state, fresh.end_reason) == (SessionState.ENDED, "admin")
+    with scopes_disabled():
+        assert Session.objects.get(pk=admins["session"]).user == users["admin"]
+    assert libvirt_conn.lookupByName(session.desktop.name).isActive()
+    assert spice_login(admins["host"], admins["port"], admins["password"]) is True
+    assert spice_login(ticket["host"], ticket["port"], ticket["password"]) is False
