@@ -50,8 +50,10 @@ def storm_size():
 
 
 def test_a_login_storm_hands_each_ready_spare_to_one_user(make_pool, host, tenant,
-                                                          storm_size, monkeypatch):
+                                                          storm_size, monkeypatch, settings):
     users_count, spares = storm_size
+    # One pool takes the whole storm: past the platform's default cap on a pool's size.
+    settings.VDI = {**settings.VDI, "POOL_MAX_DESKTOPS": users_count + spares}
     # Room on the host for everyone who has to wait for a new desktop.
     Host.objects.filter(pk=host.pk).update(cpus=10_000, memory_mb=10_000_000)
     Tenant.objects.filter(pk=tenant.pk).update(max_desktops=users_count + spares,
