@@ -179,10 +179,13 @@ def sessions_ready_for_desktop(*, desktop: Desktop) -> None:
 
 
 def sessions_fail_for_desktop(*, desktop: Desktop) -> None:
+    """The desktop could not be prepared: the sessions waiting for it end (``failed``), and
+    a floating one is released from its user, whose next Connect gets a working desktop."""
     for session in Session.objects.filter(desktop=desktop, state=SessionState.PENDING):
-        SESSION_MACHINE.apply(
-            session, SessionState.ENDED, end_reason=EndReason.FAILED, ended_at=timezone.now()
-        )
+        with transaction.atomic():
+            session = Session.objects.select_for_update().get(pk=session.pk)
+            if session.state == SessionState.PENDING:
+                _session_close(session=session, reason=EndReason.FAILED, logoff=True)
 
 
 def sessions_end_for_desktop(*, desktop: Desktop) -> None:

@@ -19,6 +19,7 @@ from tenants.members import membership_remove
 from tenants.services import membership_add, tenant_set_status
 from tests.api.test_slice import assert_error, connect
 from vdi.choices import DesktopState, OnLogoff, OperationKind, PoolKind
+from hypervisors.drivers import DriverError
 from vdi.errors import Conflict, Forbidden, QuotaExceeded
 from vdi.models import Desktop, PoolEntitlement
 from vdi.services import desktop_power, pool_update
@@ -319,3 +320,21 @@ def test_a_vnc_pool_serves_no_vv_file_its_consoles_open_in_the_browser(api, make
     with run_tasks():
         assert_error(member.get(f"/api/v1/tenants/acme/sessions/{body['session']}/console.vv"),
                      409, "browser_console_only")
+
+
+def test_a_floating_desktop_that_could_not_be_made_is_released_and_the_user_gets_another(
+        make_pool, host, alice, platform, run_tasks, monkeypatch):
+    with run_tasks():
+        pool = make_pool(kind=PoolKind.FLOATING, min_ready=0, max_desktops=3)
+
+    def broken_define(self, xml):
+        raise DriverError("the host refused the domain")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("hypervisors.drivers.libvirt_driver.LibvirtDriver.define", broken_define)
+        first = platform(session_connect, user=alice, pool=pool).session
+    assert (reload(first).state, first.end_reason) == (SessionState.ENDED, EndReason.FAILED)
+    assert reload(first.desktop).assigned_user is None
+
+    again = platform(session_connect, user=alice, pool=pool).session
+    assert again.desktop_id != first.desktop_id and reload(again).state == SessionState.READY
