@@ -485,14 +485,16 @@ def _recycle_returned(desktop: Desktop, *, start: bool, seen_at, fields: dict) -
 def desktop_mark_unknown(*, desktop: Desktop, reason: str) -> bool:
     """Its host stopped answering: nobody knows what the desktop is doing until it answers,
     and nobody reaches it through the portal. Its sessions end (``desktop_lost``), so its
-    users' next Connect gets a desktop on a host that answers."""
-    if not DESKTOP_MACHINE.move(Desktop, desktop.pk, desktop.state, DesktopState.UNKNOWN,
-                                last_error=reason):
-        return False
-    desktop.state = DesktopState.UNKNOWN
+    users' next Connect gets a desktop on a host that answers. One transaction: nobody sees
+    the desktop unknown with a session still live on it."""
     from brokers.services import sessions_end_for_desktop
 
-    sessions_end_for_desktop(desktop=desktop)
+    with transaction.atomic():
+        if not DESKTOP_MACHINE.move(Desktop, desktop.pk, desktop.state, DesktopState.UNKNOWN,
+                                    last_error=reason):
+            return False
+        desktop.state = DesktopState.UNKNOWN
+        sessions_end_for_desktop(desktop=desktop)
     return True
 
 
