@@ -1,6 +1,8 @@
 """Portal pages for connecting: Connect, the session page with its ticket, the .vv file and
 the browser console."""
 
+import functools
+import logging
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -21,6 +23,8 @@ from .consolefile import vv_response
 from .selectors import session_list_for_user
 from .services import session_connect, session_end
 from .tickets import console_file_ticket_issue, ticket_issue
+
+logger = logging.getLogger(__name__)
 
 
 def _own_session(request, pk):
@@ -132,15 +136,27 @@ def console_vv(request, pk):
 
 
 def console_proxy_url(request) -> str:
-    """The websocket URL of the console proxies, as the browser must dial it."""
-    configured = settings.VDI["CONSOLE_PROXY_URL"]
-    if configured:
-        return configured
-    # The demo's default: the proxy on the portal's host name, at the port it listens on.
-    port = settings.VDI["CONSOLE_PROXY_LISTEN"].rpartition(":")[2]
-    host = request.get_host()
-    host = host.rpartition(":")[0] if host.rpartition(":")[2].isdigit() else host
-    return f"{'wss' if request.is_secure() else 'ws'}://{host}:{port}/"
+    """The websocket URL of the console proxies, as the browser must dial it: the configured
+    one, else the proxy on the portal's host name at the port it listens on, over wss://
+    when it serves TLS itself (or the page is https, which may not open ws://)."""
+    url = settings.VDI["CONSOLE_PROXY_URL"]
+    if not url:
+        port = settings.VDI["CONSOLE_PROXY_LISTEN"].rpartition(":")[2]
+        host = request.get_host()
+        host = host.rpartition(":")[0] if host.rpartition(":")[2].isdigit() else host
+        secure = bool(settings.VDI["CONSOLE_PROXY_TLS_CERT"]) or request.is_secure()
+        url = f"{'wss' if secure else 'ws'}://{host}:{port}/"
+    if request.is_secure() and url.lower().startswith("ws://"):
+        warn_mixed_content_once(url)
+    return url
+
+
+@functools.cache
+def warn_mixed_content_once(url: str) -> None:
+    """Once per URL and process: every console page would fail the same way."""
+    logger.warning("the console proxy URL %s is ws:// but the portal is served over https: "
+                   "browsers block it as mixed content, so consoles cannot open; set "
+                   "VDI_CONSOLE_PROXY_URL to a wss:// URL", url)
 
 
 @never_cache

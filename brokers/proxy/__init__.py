@@ -18,7 +18,7 @@ masking, and consoles that close when their session ends.
 
 websockify handles every connection in a **forked process** of its own (its default
 ``multiprocessing`` mode; ``--libserver`` ignores token plugins). The fork comes before the
-token check: websockify reads the request (after a TLS handshake, with ``--cert``) in the
+token check: websockify reads the request (after the TLS handshake, serving wss://) in the
 child, and reading it in the parent instead would make its one accept loop wait on each
 client's bytes, so one slow client would stall every browser behind it. What the parent can
 do without reading, it does: the connection limits apply before anything is forked, and a
@@ -31,8 +31,9 @@ can run side by side behind a load balancer.
 websockify logs request paths, and paths carry tokens: ``install_token_mask`` puts a filter
 on its loggers and on the root handlers that rewrites ``token=…`` to ``token=***``.
 
-The pieces: ``server`` (websockify's handler and server, put together), ``broker`` (tokens,
-console events, the session watch), ``limits``, ``origins`` and ``logmask``.
+The pieces: ``server`` (websockify's handler and server, put together, and the TLS of
+wss://), ``broker`` (tokens, console events, the session watch), ``limits``, ``origins``
+and ``logmask``.
 """
 
 from __future__ import annotations

@@ -109,7 +109,7 @@ class AdmittingListener(socket.socket):
     before websockify's loop forks a child for it.
 
     The refusal is answered at once without reading the request, so no token is ever seen;
-    on a TLS-only listener (``--cert``) it is just closed, plain HTTP being no answer there.
+    on a wss:// listener (TLS only) it is just closed, plain HTTP being no answer there.
     websockify's loop takes EINTR from ``accept()`` as "nothing accepted" and goes round.
     """
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ssl
 from urllib.parse import parse_qs, urlsplit
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from websockify.websocketproxy import ProxyRequestHandler, WebSocketProxy
 from websockify.websockifyserver import WebSockifyRequestHandler
 
@@ -15,6 +17,32 @@ from .origins import OriginCheck
 # Never exists (nothing lives under /dev/null): websockify then reports "no cert file" and
 # refuses TLS handshakes, instead of treating the working directory as a certificate.
 NO_CERTIFICATE = "/dev/null/no-certificate"
+
+
+def tls_context(*, cert: str, key: str) -> ssl.SSLContext:
+    """What browsers' wss:// handshakes are served with: the PEM certificate chain and its
+    key, TLS 1.2 at least. Built once, when the proxy starts, so that a missing, unreadable
+    or mismatched file stops it there rather than failing every browser."""
+    if not cert or not key:
+        raise ImproperlyConfigured("the console proxy's TLS certificate and key go together: "
+                                   "give both (VDI_CONSOLE_PROXY_TLS_CERT and "
+                                   "VDI_CONSOLE_PROXY_TLS_KEY, or --tls-cert and --tls-key)")
+    for what, path in (("certificate", cert), ("key", key)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as error:
+            raise ImproperlyConfigured(f"cannot read the console proxy's TLS {what} {path}: "
+                                       f"{error.strerror or error}") from None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(certfile=cert, keyfile=key)
+    except ssl.SSLError as error:
+        raise ImproperlyConfigured(
+            f"the console proxy's TLS certificate {cert} and key {key} are not a PEM "
+            f"certificate chain and its matching private key: {error.reason or error}") from None
+    return context
 
 
 class ConsoleProxyHandler(ProxyRequestHandler):
@@ -88,14 +116,27 @@ class ConsoleProxyHandler(ProxyRequestHandler):
 
 # --- the server -----------------------------------------------------------------------------
 class ConsoleProxyServer(WebSocketProxy):
-    """websockify's server with the connection limits in its parent process and the
-    handshake deadline in each child."""
+    """websockify's server with the connection limits in its parent process, the handshake
+    deadline in each child and, given a ``tls`` context, wss:// only."""
 
     def __init__(self, *, limits: ConnectionLimits, recheck_s: float,
-                 handshake_timeout_s: float, **kwargs):
-        self.limits, self.recheck_s = limits, recheck_s
+                 handshake_timeout_s: float, tls: ssl.SSLContext | None = None, **kwargs):
+        self.limits, self.recheck_s, self.tls = limits, recheck_s, tls
         self.handshake_deadline = HandshakeDeadline(handshake_timeout_s)
         super().__init__(RequestHandlerClass=ConsoleProxyHandler, **kwargs)
+
+    def do_handshake(self, sock, address):
+        if self.tls is None:
+            return super().do_handshake(sock, address)
+        # websockify would build a context per connection, with every option cleared; ours
+        # is the one built at start. Anything but a TLS handshake (a ws:// request) fails
+        # here, and so does one the handshake deadline cuts short.
+        try:
+            client = self.tls.wrap_socket(sock, server_side=True)
+        except OSError as error:  # ssl.SSLError, a reset, the deadline's HandshakeTimeout
+            raise self.EClose(f"TLS handshake failed: {error}") from None
+        self.RequestHandlerClass(client, (*address[:2], True), self)
+        return client
 
     def socket(self, *args, **kwargs):
         # start_server() opens the listening socket through self.socket() (desktops'
@@ -116,15 +157,18 @@ class ConsoleProxyServer(WebSocketProxy):
 
 
 def build_server(*, listen_host: str, listen_port: int, origins: list[str] | None = None,
-                 cert: str | None = None, key: str | None = None, heartbeat: int = 30,
+                 tls_cert: str = "", tls_key: str = "", heartbeat: int = 30,
                  verbose: bool = False) -> ConsoleProxyServer:
-    """The websockify server, configured but not yet listening (``start_server()`` does).
+    """The websockify server, configured but not yet listening (``start_server()`` does);
+    with ``tls_cert`` and ``tls_key`` it serves wss:// only (``ImproperlyConfigured`` when
+    they cannot be used).
 
     Behind a load balancer (``CONSOLE_PROXY_TRUST_FORWARDED_FOR``) every connection comes
     from the balancer's address, so the per-address cap is left to the balancer, which sees
     the clients; the total cap still applies."""
     proxy_settings = settings.VDI
     behind_balancer = proxy_settings["CONSOLE_PROXY_TRUST_FORWARDED_FOR"]
+    tls = tls_context(cert=tls_cert, key=tls_key) if tls_cert or tls_key else None
     return ConsoleProxyServer(
         limits=ConnectionLimits(
             max_connections=proxy_settings["CONSOLE_PROXY_MAX_CONNECTIONS"],
@@ -132,10 +176,11 @@ def build_server(*, listen_host: str, listen_port: int, origins: list[str] | Non
             else proxy_settings["CONSOLE_PROXY_MAX_PER_ADDRESS"]),
         recheck_s=proxy_settings["CONSOLE_PROXY_RECHECK_S"],
         handshake_timeout_s=proxy_settings["CONSOLE_PROXY_HANDSHAKE_TIMEOUT_S"],
-        listen_host=listen_host, listen_port=listen_port,
+        tls=tls, listen_host=listen_host, listen_port=listen_port,
         token_plugin=ConsoleTokenPlugin(),
         auth_plugin=OriginCheck(" ".join(origins) if origins else None),
-        cert=cert or NO_CERTIFICATE, key=key, ssl_only=bool(cert),
+        # websockify's own start-up lines say whether it serves TLS from these two.
+        cert=tls_cert if tls else NO_CERTIFICATE, ssl_only=tls is not None,
         heartbeat=heartbeat, verbose=verbose,
         web="", record="", daemon=False, run_once=False,
     )

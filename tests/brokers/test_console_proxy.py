@@ -1,9 +1,11 @@
 """The browser console proxy (brokers/proxy/, manage.py console_proxy), no hypervisor needed.
 
-Tickets come from ``ticket_issue`` on the simulated host; that host has no VNC port, so the
-tests give the ticket one: a small fake VNC server's, which answers with an RFB banner.
-Requests go through websockify's real request handler (in this process), or through a real
-``manage.py console_proxy`` process that forks a child per connection.
+Tickets come from ``ticket_issue`` on the simulated host (the ``browser_ticket`` fixture,
+conftest.py); that host has no VNC port, so the tests give the ticket one: a small fake VNC
+server's, which answers with an RFB banner (proxy_helpers.py). Requests go through
+websockify's real request handler (in this process), or through a real
+``manage.py console_proxy`` process that forks a child per connection. Serving wss://:
+test_console_proxy_tls.py.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from datetime import timedelta
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import OperationalError, connections
+from django.test import RequestFactory
 from django.utils import timezone
 from websockify.auth_plugins import InvalidOriginError
 
@@ -41,96 +44,26 @@ from brokers.proxy import (
     origin_allowed,
 )
 from brokers.services import session_end
-from brokers.tickets import ConsoleTarget, ticket_issue, token_hash
+from brokers.tickets import ConsoleTarget, token_hash
+from brokers.views import console_proxy_url, warn_mixed_content_once
 from tenants.scoping import scopes_disabled
-from tests.api.test_slice import connect
+from tests.brokers.proxy_helpers import (
+    PORTAL,
+    RFB_BANNER,
+    closed_by_peer,
+    fake_vnc,
+    free_port,
+    proxy_process,
+    read_all,
+    status_of,
+    upgrade_request,
+    ws_handshake,
+)
 from tests.e2e.clients import ConsoleWebsocket
-from tests.processes import ROOT, running, wait_for
-
-PORTAL = "http://portal.test:8000"
-RFB_BANNER = b"RFB 003.008\n"
+from tests.processes import wait_for
 
 
 # --- helpers --------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def upgrade_request(port: int, path: str, origin: str | None) -> bytes:
-    lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",
-             "Connection: Upgrade", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-             "Sec-WebSocket-Version: 13"]
-    if origin is not None:
-        lines.append(f"Origin: {origin}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def read_all(sock: socket.socket, timeout_s: float = 10) -> bytes:
-    sock.settimeout(timeout_s)
-    data = b""
-    with contextlib.suppress(OSError):
-        while chunk := sock.recv(65536):
-            data += chunk
-    return data
-
-
-def status_of(response: bytes) -> int | None:
-    """The HTTP status of a handshake answer; None when the proxy hung up without one."""
-    if not response.startswith(b"HTTP/1.1 "):
-        return None
-    return int(response.split(b" ", 2)[1])
-
-
-def ws_handshake(port: int, path: str, origin: str | None, host: str = "127.0.0.1",
-                 read_s: float = 5) -> tuple[int | None, bytes]:
-    """A raw websocket upgrade against a running proxy: (status, everything it sent).
-
-    websockify's own client drops the query string (the token), so this speaks HTTP itself.
-    After a 101 it reads what the proxy forwards (e.g. the RFB banner) until ``read_s``.
-    """
-    with socket.create_connection((host, port), timeout=10) as sock:
-        sock.sendall(upgrade_request(port, path, origin))
-        response = read_all(sock, read_s)
-    return status_of(response), response
-
-
-@contextlib.contextmanager
-def fake_vnc(connections: int = 10, *, held: list | None = None):
-    """A TCP server that greets each connection with an RFB banner and hangs up; given a
-    ``held`` list, it keeps each connection open there instead (as a display does while
-    nobody types) until the block ends."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
-    served = []
-
-    def serve():
-        while not stop.is_set() and len(served) < connections:
-            try:
-                conn, address = listener.accept()
-            except TimeoutError:
-                continue
-            served.append(address)
-            conn.sendall(RFB_BANNER)
-            if held is None:
-                conn.close()
-            else:
-                held.append(conn)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1], served
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        for conn in held or ():
-            conn.close()
-        listener.close()
-
-
 def through_handler(server, path: str, origin: str | None) -> bytes:
     """One connection through websockify's request handler, in this process, the way a
     forked proxy child runs it (top_new_client); returns what the browser received."""
@@ -178,51 +111,6 @@ def partial_upgrade(port: int, *, source: str = "127.0.0.1") -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
     sock.sendall(upgrade_request(port, "/", PORTAL)[:60])
     return sock
-
-
-def closed_by_peer(sock: socket.socket, timeout_s: float) -> bool:
-    """Whether the other side closes ``sock`` within ``timeout_s``."""
-    sock.settimeout(timeout_s)
-    try:
-        while sock.recv(65536):
-            pass
-    except TimeoutError:
-        return False
-    except OSError:
-        pass  # reset: closed as well
-    return True
-
-
-# --- fixtures -------------------------------------------------------------------------------
-@pytest.fixture
-def ready_pool(make_pool, host, run_tasks):
-    with run_tasks():
-        return make_pool(min_ready=1)
-
-
-@pytest.fixture
-def session(api, ready_pool, run_tasks) -> Session:
-    body = connect(api("member"), ready_pool, run_tasks).json()
-    with scopes_disabled():
-        return Session.objects.select_related("desktop", "pool").get(pk=body["session"])
-
-
-@pytest.fixture
-def browser_ticket(session, users, run_tasks):
-    """``browser_ticket(port)``: a fresh browser ticket, issued the real way, pointing at
-    ``port`` (the simulated host has no VNC display); returns the IssuedTicket."""
-
-    def issue(port: int | None = 5901):
-        with run_tasks(), scopes_disabled():
-            issued = ticket_issue(session=session, user=users["member"],
-                                  kind=TicketKind.BROWSER)
-            assert issued is not None and issued.token
-            assert issued.ticket.port is None  # the simulated host: no console
-            if port is not None:
-                ConnectionTicket.objects.filter(pk=issued.ticket.pk).update(port=port)
-        return issued
-
-    return issue
 
 
 def session_state(session) -> Session:
@@ -607,12 +495,9 @@ def test_the_proxy_process_caps_connections_per_address_and_in_all(browser_ticke
     connections that never finish their handshake are ended by the deadline (3 s here),
     which frees their places."""
     port = free_port()
-    command = [sys.executable, str(ROOT / "manage.py"), "console_proxy", "--listen",
-               f"127.0.0.1:{port}"]
-    env = {"VDI_CONSOLE_ALLOWED_ORIGINS": PORTAL, "VDI_CONSOLE_PROXY_MAX_PER_ADDRESS": "2",
-           "VDI_CONSOLE_PROXY_MAX_CONNECTIONS": "3", "VDI_CONSOLE_PROXY_HANDSHAKE_TIMEOUT_S": "3"}
-    with fake_vnc() as (vnc_port, served), \
-            running(command, tmp_path / "proxy.log", "console proxy listening", env) as log:
+    env = {"VDI_CONSOLE_PROXY_MAX_PER_ADDRESS": "2", "VDI_CONSOLE_PROXY_MAX_CONNECTIONS": "3",
+           "VDI_CONSOLE_PROXY_HANDSHAKE_TIMEOUT_S": "3"}
+    with fake_vnc() as (vnc_port, served), proxy_process(port, tmp_path, env=env) as log:
         issued = browser_ticket(vnc_port)
         path = f"/?token={issued.token}"
         opened = time.monotonic()
@@ -667,11 +552,8 @@ def test_the_proxy_process_serves_each_browser_from_a_forked_child(browser_ticke
     """The real command: a child process per connection, each with its own database
     connection, against the test database (PostgreSQL or SQLite)."""
     port = free_port()
-    command = [sys.executable, str(ROOT / "manage.py"), "console_proxy", "--listen",
-               f"127.0.0.1:{port}"]
-    env = {"VDI_CONSOLE_ALLOWED_ORIGINS": PORTAL}
-    with fake_vnc() as (vnc_port, served), \
-            running(command, tmp_path / "proxy.log", "console proxy listening", env) as log:
+    with fake_vnc() as (vnc_port, served), proxy_process(port, tmp_path) as log:
+        assert f"console proxy listening on ws://127.0.0.1:{port}/ (no TLS" in log.read_text()
         first, second = browser_ticket(vnc_port), browser_ticket(vnc_port)
 
         status, received = ws_handshake(port, f"/?token={first.token}", PORTAL, read_s=3)
@@ -744,6 +626,54 @@ def test_the_console_page_uses_the_configured_proxy_url(member_client, session, 
     with run_tasks():
         config = console_config(member_client.get(console_url(session)))
     assert config["url"].startswith("wss://console.example.com/ws?token=")
+
+
+TLS_ON = {"CONSOLE_PROXY_TLS_CERT": "/etc/vdi/console.crt",
+          "CONSOLE_PROXY_TLS_KEY": "/etc/vdi/console.key"}
+
+
+def test_an_http_page_dials_wss_when_the_proxy_serves_tls(member_client, session, applied,
+                                                          run_tasks, settings):
+    settings.VDI = {**settings.VDI, **TLS_ON}
+    with run_tasks():
+        response = member_client.get(console_url(session))
+    assert console_config(response)["url"].startswith("wss://testserver:6080/?token=")
+    assert "wss://testserver:6080" in response["Content-Security-Policy"]  # connect-src
+
+
+@pytest.mark.parametrize("proxy_tls, page_https, configured, expected", [
+    (False, False, "", "ws://testserver:6080/"),
+    (False, True, "", "wss://testserver:6080/"),
+    (True, False, "", "wss://testserver:6080/"),
+    (True, True, "", "wss://testserver:6080/"),
+    (True, False, "wss://console.example.com/ws", "wss://console.example.com/ws"),
+    (False, True, "wss://console.example.com/ws", "wss://console.example.com/ws"),
+])
+def test_the_console_proxy_url(proxy_tls, page_https, configured, expected, settings):
+    """A configured URL wins; else wss:// when the proxy serves TLS or the page is https."""
+    settings.VDI = {**settings.VDI, **(TLS_ON if proxy_tls else {}),
+                    "CONSOLE_PROXY_URL": configured}
+    request = RequestFactory().get("/", secure=page_https)
+    assert console_proxy_url(request) == expected
+
+
+def test_an_https_portal_with_a_ws_proxy_url_warns_once(settings, caplog):
+    warn_mixed_content_once.cache_clear()  # once per process: forget earlier tests' warnings
+    settings.VDI = {**settings.VDI, "CONSOLE_PROXY_URL": "ws://console.example.com:6080/"}
+    factory = RequestFactory()
+    assert console_proxy_url(factory.get("/")) == "ws://console.example.com:6080/"
+    assert not caplog.records  # an http page may dial ws://
+    for _ in range(3):
+        console_proxy_url(factory.get("/", secure=True))
+    warnings = [r for r in caplog.records if "mixed content" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+    assert "ws://console.example.com:6080/" in warnings[0].getMessage()
+
+    caplog.clear()
+    settings.VDI = {**settings.VDI, "CONSOLE_PROXY_URL": "wss://console.example.com/"}
+    console_proxy_url(factory.get("/", secure=True))
+    assert not caplog.records
+    warn_mixed_content_once.cache_clear()
 
 
 def test_on_a_simulated_host_the_page_says_so_instead_of_connecting(member_client, session,

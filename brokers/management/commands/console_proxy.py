@@ -4,6 +4,7 @@ import multiprocessing
 import socket
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, connections
 
@@ -39,16 +40,18 @@ class Command(BaseCommand):
         parser.add_argument("--listen", default=settings.VDI["CONSOLE_PROXY_LISTEN"],
                             help="HOST:PORT to listen on (default: VDI_CONSOLE_PROXY_LISTEN, "
                                  "%(default)s).")
-        parser.add_argument("--cert", default="",
-                            help="PEM certificate to serve wss:// directly (then only TLS "
-                                 "connections are accepted); usually TLS ends at the load "
-                                 "balancer instead.")
-        parser.add_argument("--key", default="", help="The certificate's key, if separate.")
+        parser.add_argument("--tls-cert", default=settings.VDI["CONSOLE_PROXY_TLS_CERT"],
+                            help="PEM certificate chain to serve wss:// with (then only TLS "
+                                 "connections are accepted; default: "
+                                 "VDI_CONSOLE_PROXY_TLS_CERT, else plain ws://).")
+        parser.add_argument("--tls-key", default=settings.VDI["CONSOLE_PROXY_TLS_KEY"],
+                            help="The certificate's PEM private key (default: "
+                                 "VDI_CONSOLE_PROXY_TLS_KEY).")
         parser.add_argument("--heartbeat", type=int, default=30,
                             help="Seconds between websocket pings, which keep idle consoles "
                                  "from being cut by load balancers (0: none).")
 
-    def handle(self, *args, listen, cert, key, heartbeat, **options):
+    def handle(self, *args, listen, tls_cert, tls_key, heartbeat, **options):
         host, port = parse_listen(listen)
         # websockify only logs a failed bind and exits 0: check the address first.
         try:
@@ -63,6 +66,12 @@ class Command(BaseCommand):
         if not origins:
             raise CommandError("no allowed origins: set VDI_CONSOLE_ALLOWED_ORIGINS to the "
                                "portal's origin(s), e.g. https://vdi.example.com")
+        try:  # reads the certificate and key: a bad one fails now, not on the first browser
+            server = build_server(listen_host=host, listen_port=port, origins=origins,
+                                  tls_cert=tls_cert, tls_key=tls_key, heartbeat=heartbeat,
+                                  verbose=int(options.get("verbosity", 1)) > 1)
+        except ImproperlyConfigured as error:
+            raise CommandError(str(error)) from error
         # Fail now, not on the first browser, if the database is unreachable.
         connection.ensure_connection()
         # websockify forks a process per connection: the parent must hold no database
@@ -70,13 +79,12 @@ class Command(BaseCommand):
         # Python's default start method becomes.
         connections.close_all()
         multiprocessing.set_start_method("fork", force=True)
-        server = build_server(listen_host=host, listen_port=port, origins=origins, cert=cert,
-                              key=key, heartbeat=heartbeat,
-                              verbose=int(options.get("verbosity", 1)) > 1)
-        scheme = "wss" if cert else "ws"
         shown = f"[{host}]" if ":" in host else host
-        self.stdout.write(f"console proxy listening on {scheme}://{shown}:{port}/ "
-                          f"(allowed origins: {' '.join(origins)})")
+        transport = (f"wss://{shown}:{port}/ (TLS, certificate {tls_cert})" if server.tls
+                     else f"ws://{shown}:{port}/ (no TLS: in production, only behind a "
+                          "TLS-terminating proxy)")
+        self.stdout.write(f"console proxy listening on {transport}; allowed origins: "
+                          f"{' '.join(origins)}")
         self.stdout.write(f"limits: {describe_limits(server)}")
         self.stdout.flush()
         server.start_server()
