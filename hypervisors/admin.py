@@ -2,9 +2,9 @@ from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from vdi.admin import DesktopInline
-from vdi.adminutils import AuditedAdmin
+from vdi.adminutils import AuditedAdmin, ReadOnlyAdmin
 
-from .models import Host
+from .models import Host, HostNetwork, TenantSegment
 from .services import (
     host_activate,
     host_drain,
@@ -40,6 +40,19 @@ class HostDesktopInline(DesktopInline):
     readonly_fields = fields
 
 
+class HostNetworkInline(admin.TabularInline):
+    """The tenants' networks on this host (read-only: made and removed with desktops)."""
+
+    model = HostNetwork
+    fields = ["name", "tenant", "kind", "subnet", "vlan", "created_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(Host)
 class HostAdmin(AuditedAdmin, admin.ModelAdmin):
     list_display = ["name", "state", "enabled", "vcpus_in_use", "memory_in_use", "desktop_count",
@@ -47,9 +60,13 @@ class HostAdmin(AuditedAdmin, admin.ModelAdmin):
     list_filter = ["state", "enabled", "virt_type"]
     search_fields = ["name", "uri", "console_address", "vnc_listen_address"]
     fieldsets = [
-        (None, {"fields": ["name", "uri", "virt_type", "enabled", "storage_pool", "network",
-                           "bridge", "cpu_overcommit", "memory_overcommit",
-                           "max_concurrent_boots"]}),
+        (None, {"fields": ["name", "uri", "virt_type", "enabled", "storage_pool",
+                           "cpu_overcommit", "memory_overcommit", "max_concurrent_boots"]}),
+        ("Tenant networks", {
+            "fields": ["network_mode", "bridge", "vlan_range"],
+            "description": "Every tenant's desktops get a network of their own on this host, "
+                           "with traffic filters on every interface (docs/hosts.md).",
+        }),
         ("Consoles", {
             "fields": ["console_address", "vnc_listen_address", "console_tls_subject",
                        "console_ca_cert"],
@@ -66,7 +83,7 @@ class HostAdmin(AuditedAdmin, admin.ModelAdmin):
                        "unknown_domains", "failures", "last_seen_at", "last_checked_at",
                        "last_error"]
     actions = ["drain", "activate", "enable", "disable", "refresh"]
-    inlines = [HostDesktopInline]
+    inlines = [HostNetworkInline, HostDesktopInline]
 
     def get_queryset(self, request):
         return host_usage()
@@ -103,3 +120,20 @@ class HostAdmin(AuditedAdmin, admin.ModelAdmin):
         _run_on_hosts(lambda host: host_set_enabled(host=host, enabled=False), "disabled"))
     refresh = admin.action(description="Reconcile now (check the host, compare its domains)")(
         _run_on_hosts(host_refresh, "being checked"))
+
+
+@admin.register(HostNetwork)
+class HostNetworkAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+    """Every tenant network on every host: made and removed with the desktops, never here."""
+
+    list_display = ["name", "host", "tenant", "kind", "subnet", "vlan", "created_at"]
+    list_filter = ["kind", "host"]
+    search_fields = ["name", "tenant__slug", "host__name"]
+
+
+@admin.register(TenantSegment)
+class TenantSegmentAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+    """Each tenant's number on the wire: its subnet and VLAN tag derive from it."""
+
+    list_display = ["tenant", "number", "created_at"]
+    search_fields = ["tenant__slug"]

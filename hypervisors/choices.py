@@ -11,3 +11,9 @@ class HostState(models.TextChoices):
     UP = "up", "Up"
     DOWN = "down", "Down"
     MAINTENANCE = "maintenance", "Maintenance"
+
+
+class NetworkMode(models.TextChoices):
+    TENANT = "tenant", "An isolated libvirt network per tenant (this host only)"
+    VLAN = "vlan", "A VLAN per tenant on an Open vSwitch bridge (across hosts)"
+    NONE = "none", "No network: console only"

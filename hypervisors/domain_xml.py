@@ -29,12 +29,20 @@ class DomainSpec:
     disk_path: str
     console_address: str
     vnc_address: str = "127.0.0.1"
+    # SPICE over TLS only (the host has a console CA): no clear SPICE port is offered.
+    spice_tls: bool = False
     network: str = ""
     bridge: str = ""
+    # The traffic filter libvirt applies to the interface, with its parameters: a guest that
+    # sends with another MAC or IP than its own loses that traffic.
+    traffic_filter: str = ""
+    traffic_filter_params: dict[str, str] = field(default_factory=dict)
     kernel: str = ""
     initrd: str = ""
     cmdline: str = ""
     serial_log: str = ""
+    # Lab images: a shell on the guest's second serial port, behind this unix socket.
+    command_socket: str = ""
     title: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
 
@@ -49,7 +57,7 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
     return element
 
 
-def _graphics(devices: ET.Element, kind: str, address: str) -> None:
+def _graphics(devices: ET.Element, kind: str, address: str, tls: bool = False) -> None:
     # A random password that expired in 1970: the display is locked until a ticket is set.
     # VNC passwords are capped at 8 characters by QEMU.
     password = secrets.token_urlsafe(24)[: 8 if kind == "vnc" else 24]
@@ -59,6 +67,10 @@ def _graphics(devices: ET.Element, kind: str, address: str) -> None:
     )
     if kind == "vnc":
         graphics.set("connected", "keep")
+    if tls:
+        # Every channel over TLS: autoport then allocates a tlsPort and no clear port
+        # (the host's qemu.conf must have spice_tls = 1).
+        graphics.set("defaultMode", "secure")
     _sub(graphics, "listen", type="address", address=address)
 
 
@@ -106,13 +118,21 @@ def build_domain_xml(spec: DomainSpec) -> str:
         interface = _sub(devices, "interface", type=kind)
         _sub(interface, "source", **{kind: spec.network or spec.bridge})
         _sub(interface, "model", type="virtio")
+        if spec.traffic_filter:
+            filterref = _sub(interface, "filterref", filter=spec.traffic_filter)
+            for name, value in sorted(spec.traffic_filter_params.items()):
+                _sub(filterref, "parameter", name=name, value=value)
 
     if spec.serial_log:
         serial = _sub(devices, "serial", type="file")
         _sub(serial, "source", path=spec.serial_log)
         _sub(serial, "target", port="0")
+    if spec.command_socket:
+        channel = _sub(devices, "serial", type="unix")
+        _sub(channel, "source", mode="bind", path=spec.command_socket)
+        _sub(channel, "target", port="1")
     _sub(devices, "input", type="tablet", bus="usb")
-    _graphics(devices, "spice", spec.console_address)
+    _graphics(devices, "spice", spec.console_address, tls=spec.spice_tls)
     _graphics(devices, "vnc", spec.vnc_address)
     video = _sub(devices, "video")
     _sub(video, "model", type="vga")

@@ -7,7 +7,9 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 
-from .choices import HostState, VirtType
+from tenants.models import TenantOwnedModel
+
+from .choices import HostState, NetworkMode, VirtType
 
 
 class Host(models.Model):
@@ -38,13 +40,20 @@ class Host(models.Model):
         default=4, validators=[MinValueValidator(1)], help_text="Storm control."
     )
     storage_pool = models.CharField(max_length=100, default="default")
-    network = models.CharField(
-        max_length=100, blank=True, default="",
-        help_text="libvirt network desktops join (e.g. default); or set a bridge instead.",
+    network_mode = models.CharField(
+        max_length=8, choices=NetworkMode.choices, default=NetworkMode.TENANT,
+        help_text="How desktops of different tenants are kept apart on the wire: every "
+                  "tenant gets a network of its own on this host (docs/hosts.md).",
     )
     bridge = models.CharField(
         max_length=100, blank=True, default="",
-        help_text="Host bridge desktops join (e.g. br0); or set a libvirt network instead.",
+        help_text="VLAN mode: the Open vSwitch bridge on the host that carries the tenants' "
+                  "VLANs (e.g. br-desktops).",
+    )
+    vlan_range = models.CharField(
+        max_length=16, blank=True, default="",
+        help_text="VLAN mode: the tags tenants get, e.g. 100-3999 (the same on every host of "
+                  "a trunk: a tenant keeps its tag everywhere).",
     )
     console_tls_subject = models.CharField(
         max_length=255, blank=True, default="",
@@ -82,8 +91,11 @@ class Host(models.Model):
         uri_problem = _uri_problem(self.uri)
         if uri_problem:
             errors["uri"] = uri_problem
-        if self.network and self.bridge:
-            errors["bridge"] = "Set a libvirt network or a bridge, not both."
+        if self.network_mode == NetworkMode.VLAN:
+            if not self.bridge:
+                errors["bridge"] = "VLAN mode needs the Open vSwitch bridge that carries the VLANs."
+            if self.vlan_tags is None:
+                errors["vlan_range"] = "VLAN mode needs a range of tags, e.g. 100-3999 (1-4094)."
         vnc_problem = _vnc_listen_problem(self.vnc_listen_address, self.console_address)
         if vnc_problem:
             errors["vnc_listen_address"] = vnc_problem
@@ -105,12 +117,64 @@ class Host(models.Model):
         return self.is_simulated or name in self.volumes
 
     @property
+    def vlan_tags(self) -> range | None:
+        """The VLAN tags of ``vlan_range``, or None when it is not a valid range."""
+        first, dash, last = self.vlan_range.partition("-")
+        if not (dash and first.strip().isdigit() and last.strip().isdigit()):
+            return None
+        first_tag, last_tag = int(first), int(last)
+        if not 1 <= first_tag <= last_tag <= 4094:
+            return None
+        return range(first_tag, last_tag + 1)
+
+    @property
     def vcpu_capacity(self) -> int:
         return int(self.cpus * self.cpu_overcommit)
 
     @property
     def memory_capacity_mb(self) -> int:
         return int(self.memory_mb * self.memory_overcommit)
+
+
+class TenantSegment(TenantOwnedModel):
+    """A tenant's number on the wire, the same on every host: its isolated networks' subnet
+    and its VLAN tag derive from it. Given once, on its first desktop. Read by workers and
+    staff only (platform code, ``scopes_disabled``), fail-closed like every tenant row."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    number = models.PositiveIntegerField(unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["number"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant"], name="tenantsegment_tenant_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"segment {self.number}"
+
+
+class HostNetwork(TenantOwnedModel):
+    """A tenant's network on one host: made with the tenant's first desktop there, removed
+    with its last one. Read by workers and staff only, like the host."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="networks")
+    name = models.CharField(max_length=64)
+    kind = models.CharField(max_length=8)
+    subnet = models.CharField(max_length=43, blank=True, default="")
+    vlan = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["host", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["host", "tenant"], name="hostnetwork_host_tenant_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} on {self.host_id}"
 
 
 def _vnc_listen_problem(address: str, console_address: str) -> str:

@@ -8,6 +8,7 @@ entries are the platform's (no tenant), by the requesting staff user or by the p
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import datetime
 
 from django.conf import settings
@@ -22,6 +23,7 @@ from vdi.errors import Conflict
 
 from .choices import HostState
 from .drivers import (
+    CertificateError,
     DomainEvent,
     DriverError,
     EventKind,
@@ -31,6 +33,7 @@ from .drivers import (
     driver_for,
 )
 from .models import Host
+from .networks import tenant_networks_reconcile, traffic_filter_ensure
 
 logger = logging.getLogger(__name__)
 
@@ -129,15 +132,16 @@ def host_check(*, host: Host) -> Host:
     """Probe the host, record what it has and whether it is fit for work, then reconcile.
 
     Unreachable: a new host is down at once (with the reason); an up host goes down after
-    HOST_DOWN_AFTER_FAILURES checks in a row and its desktops become unknown. A host that
-    answers again comes back up and its desktops take the state libvirt reports.
+    HOST_DOWN_AFTER_FAILURES checks in a row and its desktops become unknown, except when TLS
+    refused a certificate: that takes it down at once, as no retry changes a certificate.
+    A host that answers again comes back up and its desktops take the state libvirt reports.
     """
     driver = driver_for(host)
     now = timezone.now()
     try:
         info = driver.host_info()
     except DriverError as error:
-        return _host_unreachable(host, str(error), now)
+        return _host_unreachable(host, error, now)
 
     problems = []
     if not info.simulated and host.virt_type not in info.virt_types:
@@ -150,9 +154,17 @@ def host_check(*, host: Host) -> Host:
     except NotFound:
         problems.append(f"storage pool {host.storage_pool!r} does not exist on this host")
     except DriverError as error:
-        return _host_unreachable(host, str(error), now)
+        return _host_unreachable(host, error, now)
     if storage is not None and not storage.active:
         problems.append(f"storage pool {host.storage_pool!r} is not active")
+    filter_problem = traffic_filter_ensure(host)
+    if filter_problem:
+        problems.append(filter_problem)
+    else:
+        try:
+            tenant_networks_reconcile(host)
+        except DriverError as error:
+            problems.append(f"tenant networks: {error}")
 
     fields = {
         "cpus": info.cpus, "memory_mb": info.memory_mb, "virt_types": list(info.virt_types),
@@ -175,14 +187,16 @@ def host_check(*, host: Host) -> Host:
     return host
 
 
-def _host_unreachable(host: Host, error: str, now: datetime) -> Host:
+def _host_unreachable(host: Host, error: DriverError, now: datetime) -> Host:
     was = host.state
     Host.objects.filter(pk=host.pk).update(
-        failures=F("failures") + 1, last_error=error, last_checked_at=now
+        failures=F("failures") + 1, last_error=str(error), last_checked_at=now
     )
     host.refresh_from_db()
     logger.warning("host %s did not answer (%d in a row): %s", host.name, host.failures, error)
-    threshold = settings.VDI["HOST_DOWN_AFTER_FAILURES"]
+    # A refused certificate stays refused: waiting for more failures would only hide it.
+    threshold = (1 if isinstance(error, CertificateError)
+                 else settings.VDI["HOST_DOWN_AFTER_FAILURES"])
     if host.state == HostState.NEW or (host.state == HostState.UP and host.failures >= threshold):
         Host.objects.filter(pk=host.pk).update(state=HostState.DOWN)
         host.state = HostState.DOWN
@@ -282,20 +296,22 @@ def host_usage():
     )
 
 
-def _eligible_hosts(base_volume: str):
+def _eligible_hosts(base_volume: str, exclude: Iterable[str] = ()):
     """Enabled, up hosts that have the base volume, with what their desktops commit."""
-    hosts = host_usage().filter(enabled=True, state=HostState.UP)
+    hosts = host_usage().filter(enabled=True, state=HostState.UP).exclude(pk__in=list(exclude))
     return [host for host in hosts if not base_volume or host.has_volume(base_volume)]
 
 
-def host_place(*, vcpus: int, memory_mb: int, base_volume: str = "") -> Host | None:
+def host_place(*, vcpus: int, memory_mb: int, base_volume: str = "",
+               exclude: Iterable[str] = ()) -> Host | None:
     """An enabled, up host with room for the desktop and its image's base volume, or None.
+    Hosts in ``exclude`` (ids) are not considered.
 
     ``spread`` (the default) takes the least committed host, ``pack`` the most committed one
     that still fits. Boots in flight count: starting and provisioning desktops reserve.
     """
     with scopes_disabled():
-        hosts = _eligible_hosts(base_volume)
+        hosts = _eligible_hosts(base_volume, exclude)
     hosts.sort(key=lambda host: host.name)
     hosts.sort(key=lambda host: host.used_vcpus, reverse=settings.VDI["PLACEMENT"] == "pack")
     for host in hosts:

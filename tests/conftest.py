@@ -25,9 +25,9 @@ PASSWORD = "correct horse battery staple"
 @pytest.fixture(autouse=True)
 def fresh_simulated_hypervisor():
     """libvirt's test driver keeps its domains and volumes while any connection to it is
-    open in this process: after each test, remove what tests made (its 100 GiB storage pool
-    would otherwise fill up with earlier tests' disks) and close the driver's cached
-    connection."""
+    open in this process: after each test, remove what tests made (domains, tenant networks,
+    disks: its 100 GiB storage pool would otherwise fill up with earlier tests' disks) and
+    close the driver's cached connection."""
     yield
     conn = libvirt.open("test:///default")
     try:
@@ -39,6 +39,11 @@ def fresh_simulated_hypervisor():
         storage = conn.storagePoolLookupByName("default-pool")
         for volume in storage.listAllVolumes(0):
             volume.delete(0)
+        for network in conn.listAllNetworks(0):
+            if network.name().startswith("vdi-"):  # tenant networks
+                if network.isActive():
+                    network.destroy()
+                network.undefine()
     finally:
         conn.close()
     drop_connection("test:///default")

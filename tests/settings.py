@@ -7,6 +7,12 @@ os.environ.setdefault("VDI_ENV", "test")
 # Never share the demo's queue, results or database files.
 os.environ.setdefault("VDI_DATA_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test"))
 
+# Two test runs may share the hypervisor lab: each names its tenants' networks and takes
+# their subnets apart from the other's (its workers inherit these with the environment).
+_run = os.getpid() % 64
+os.environ.setdefault("VDI_TENANT_NETWORK_NAME", f"vdi-r{_run}t")
+os.environ.setdefault("VDI_TENANT_NETWORK_RANGE", f"10.{128 + _run}.0.0/16")
+
 from vdi.settings import *  # noqa: E402,F401,F403
 
 # Hashing cost is a security setting; tests log in hundreds of times and don't measure it.

@@ -20,6 +20,12 @@ from hypervisors.choices import HostState
 from hypervisors.domain_xml import DomainSpec, build_domain_xml
 from hypervisors.drivers import DriverError, PowerState, TransientDriverError, driver_for
 from hypervisors.models import Host
+from hypervisors.networks import (
+    Attachment,
+    NetworkUnavailable,
+    tenant_network_ensure,
+    tenant_network_release,
+)
 from hypervisors.services import SETTLED_STATES, host_place, host_room
 from tenants.audit import audit_record, audited
 from tenants.choices import AuditResult
@@ -696,7 +702,7 @@ def _boot_slot_release(operation: Operation) -> None:
 
 
 # --- executors: run in workers, the only code that drives hosts -----------------------------
-def _domain_spec(desktop: Desktop, disk_path: str) -> DomainSpec:
+def _domain_spec(desktop: Desktop, disk_path: str, attachment: Attachment) -> DomainSpec:
     host, image = desktop.host, desktop.image
     kernel_boot = image.boot == ImageBoot.KERNEL
     return DomainSpec(
@@ -707,14 +713,18 @@ def _domain_spec(desktop: Desktop, disk_path: str) -> DomainSpec:
         memory_mb=desktop.memory_mb,
         disk_path=disk_path,
         console_address=host.console_address,
+        spice_tls=bool(host.console_ca_cert),
         vnc_address=host.vnc_listen_address,
-        network=host.network,
-        bridge=host.bridge,
+        network=attachment.network,
+        traffic_filter=attachment.traffic_filter,
+        traffic_filter_params=attachment.traffic_filter_params,
         kernel=image.kernel if kernel_boot else "",
         initrd=image.initrd if kernel_boot else "",
         cmdline=image.cmdline if kernel_boot else "",
         # Lab images print to a serial console: keep it where libvirt keeps guest logs.
         serial_log=f"/var/log/libvirt/qemu/{desktop.name}-serial.log" if kernel_boot else "",
+        # ... and take the lab's tests' commands on a second one.
+        command_socket=f"/var/lib/libvirt/qemu/{desktop.name}.cmd" if kernel_boot else "",
         title=desktop.domain_title,
         metadata={"tenant": desktop.tenant.slug, "pool": str(desktop.pool_id)},
     )
@@ -724,7 +734,9 @@ def _volume_name(desktop: Desktop) -> str:
     return f"{desktop.name}.qcow2"
 
 
-def _build_disk_and_domain(desktop: Desktop) -> None:
+def _build_disk_and_domain(desktop: Desktop, attachment: Attachment | None = None) -> None:
+    """The desktop's disk and domain on its host, on its tenant's network there
+    (``attachment``, when placement has just made sure of it)."""
     host, image = desktop.host, desktop.image
     driver = driver_for(host)
     if not driver.volume_exists(host.storage_pool, image.base_volume):
@@ -739,11 +751,13 @@ def _build_disk_and_domain(desktop: Desktop) -> None:
         except DriverError:
             if not driver.volume_exists(host.storage_pool, image.base_volume):
                 raise  # not a concurrent provisioning that created it first
+    if attachment is None:
+        attachment = tenant_network_ensure(host=host, tenant=desktop.tenant)
     volume = _volume_name(desktop)
     driver.delete_volume(host.storage_pool, volume)  # a half-made clone from an earlier try
     path = driver.create_overlay(host.storage_pool, volume, image.base_volume, image.disk_gb)
     try:
-        driver.define(build_domain_xml(_domain_spec(desktop, path)))
+        driver.define(build_domain_xml(_domain_spec(desktop, path, attachment)))
     except DriverError:
         driver.delete_volume(host.storage_pool, volume)  # no orphaned clone left behind
         raise
@@ -756,21 +770,40 @@ def _provision(desktop: Desktop, operation: Operation) -> None:
     # the last attempt stopped: once the domain is defined, only the start is left.
     if desktop.state in (DesktopState.PENDING, DesktopState.PROVISIONING):
         DESKTOP_MACHINE.enter(desktop, DesktopState.PROVISIONING)
-        if desktop.host_id is None:
-            with transaction.atomic():
-                host = host_place(vcpus=desktop.vcpus, memory_mb=desktop.memory_mb,
-                                  base_volume=desktop.image.base_volume)
-                if host is None:
-                    raise TransientDriverError(
-                        "no enabled, up host has room for this desktop and the image's base "
-                        f"volume {desktop.image.base_volume!r}"
-                    )
-                Desktop.objects.filter(pk=desktop.pk).update(host=host)
-                desktop.host = host
-        _build_disk_and_domain(desktop)
+        attachment = _place(desktop, operation) if desktop.host_id is None else None
+        _build_disk_and_domain(desktop, attachment)
         DESKTOP_MACHINE.apply(desktop, DesktopState.STOPPED)
     if operation.params.get("start") and desktop.state != DesktopState.RUNNING:
         _start(desktop, operation)
+
+
+def _place(desktop: Desktop, operation: Operation) -> Attachment:
+    """Put the desktop on a host with room that can give its tenant a network of its own.
+    A host that cannot is skipped for this desktop, and the reason kept on the operation
+    (``params["placement_skipped"]``, by host id): never a desktop on a shared network."""
+    skipped = dict(operation.params.get("placement_skipped", {}))
+    while True:
+        with transaction.atomic():
+            host = host_place(vcpus=desktop.vcpus, memory_mb=desktop.memory_mb,
+                              base_volume=desktop.image.base_volume, exclude=skipped)
+            if host is None:
+                reasons = "".join(f"; skipped {entry['host']}: {entry['reason']}"
+                                  for entry in skipped.values())
+                raise TransientDriverError(
+                    "no enabled, up host has room for this desktop and the image's base "
+                    f"volume {desktop.image.base_volume!r}{reasons}"
+                )
+            Desktop.objects.filter(pk=desktop.pk).update(host=host)
+            desktop.host = host
+        try:
+            return tenant_network_ensure(host=host, tenant=desktop.tenant)
+        except NetworkUnavailable as error:
+            logger.warning("desktop %s: %s skipped: %s", desktop.name, host.name, error)
+            skipped[str(host.pk)] = {"host": host.name, "reason": str(error)}
+            operation.params = {**operation.params, "placement_skipped": skipped}
+            Operation.objects.filter(pk=operation.pk).update(params=operation.params)
+            Desktop.objects.filter(pk=desktop.pk).update(host=None)
+            desktop.host = None
 
 
 def _refresh_ports(desktop: Desktop) -> None:
@@ -854,6 +887,11 @@ def _delete(desktop: Desktop, operation: Operation) -> None:
         if desktop.volume_name:
             driver.delete_volume(desktop.host.storage_pool, desktop.volume_name)
     desktop.delete()
+    if desktop.host_id:
+        host, tenant = desktop.host, desktop.tenant
+        with scopes_disabled():
+            tenant_network_release(host=host, tenant=tenant, in_use=Desktop.objects.filter(
+                host=host, tenant=tenant).exists)
     if desktop.pool.is_deleting:
         pool_autoscale_enqueue(desktop.pool)  # the next step of the pool's deletion
 

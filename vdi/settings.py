@@ -360,6 +360,12 @@ VDI = {
     # A lab's hosts only: host URIs may say qemu+ssh://…?no_verify=1 (the lab's own sshd on
     # loopback has a throwaway host key). Never on for real hosts.
     "HOST_URI_ALLOW_NO_VERIFY": env_bool("VDI_HOST_URI_ALLOW_NO_VERIFY"),
+    # Tenant networks on "tenant" hosts (docs/hosts.md): tenant N's isolated networks get
+    # the Nth subnet of this size from this range (its address .1 is the host's, with DHCP).
+    "TENANT_NETWORK_RANGE": os.environ.get("VDI_TENANT_NETWORK_RANGE", "10.128.0.0/9"),
+    "TENANT_NETWORK_PREFIX": env_int_between("VDI_TENANT_NETWORK_PREFIX", 24, 8, 29),
+    # Tenant N's libvirt networks (and their bridges) are named <this>N.
+    "TENANT_NETWORK_NAME": os.environ.get("VDI_TENANT_NETWORK_NAME", "vdi-t"),
     # Placement: "spread" puts a desktop on the least committed host, "pack" on the most
     # committed one that still has room (fewer hosts busy).
     "PLACEMENT": os.environ.get("VDI_PLACEMENT", "spread"),
@@ -417,12 +423,32 @@ def _console_origins() -> list[str]:
     return origins
 
 
+def _console_proxy_tls() -> tuple[str, str]:
+    """The PEM certificate chain and private key the console proxy serves wss:// with, or
+    two empty strings (ws://). Both or neither; the files are read when the proxy starts
+    (the portal only needs to know that it serves TLS, not the key)."""
+    cert = os.environ.get("VDI_CONSOLE_PROXY_TLS_CERT", "").strip()
+    key = os.environ.get("VDI_CONSOLE_PROXY_TLS_KEY", "").strip()
+    if bool(cert) != bool(key):
+        raise ImproperlyConfigured(
+            "VDI_CONSOLE_PROXY_TLS_CERT and VDI_CONSOLE_PROXY_TLS_KEY go together: set both "
+            f"(PEM file paths) to serve wss://, or neither; only "
+            f"{'VDI_CONSOLE_PROXY_TLS_CERT' if cert else 'VDI_CONSOLE_PROXY_TLS_KEY'} is set")
+    return cert, key
+
+
+_console_tls_cert, _console_tls_key = _console_proxy_tls()
 VDI.update({
     # Where `manage.py console_proxy` listens (HOST:PORT; --listen overrides it).
     "CONSOLE_PROXY_LISTEN": os.environ.get("VDI_CONSOLE_PROXY_LISTEN", "127.0.0.1:6080"),
     # The websocket URL browsers use to reach the proxies (e.g. wss://console.example.com/);
-    # empty: ws(s)://<the portal's host name>:<the listen port>/, which suits the demo.
+    # empty: ws(s)://<the portal's host name>:<the listen port>/, wss:// when the proxy
+    # serves TLS itself (below) or the page is https.
     "CONSOLE_PROXY_URL": os.environ.get("VDI_CONSOLE_PROXY_URL", ""),
+    # The proxy serves wss:// itself with this certificate chain and key (PEM file paths;
+    # --tls-cert/--tls-key override them); empty: ws://, TLS ending at a load balancer.
+    "CONSOLE_PROXY_TLS_CERT": _console_tls_cert,
+    "CONSOLE_PROXY_TLS_KEY": _console_tls_key,
     "CONSOLE_ALLOWED_ORIGINS": _console_origins(),
     # Behind a load balancer: take the browser's address from the last X-Forwarded-For hop.
     "CONSOLE_PROXY_TRUST_FORWARDED_FOR": env_bool("VDI_CONSOLE_PROXY_TRUST_FORWARDED_FOR"),
@@ -441,6 +467,18 @@ VDI.update({
 if not VDI["CONSOLE_PROXY_RECHECK_S"] > 0:
     raise ImproperlyConfigured("VDI_CONSOLE_PROXY_RECHECK_S must be a positive number of "
                                f"seconds, not {VDI['CONSOLE_PROXY_RECHECK_S']}")
+try:
+    _tenant_range = ipaddress.IPv4Network(VDI["TENANT_NETWORK_RANGE"])
+except ValueError as _error:
+    raise ImproperlyConfigured(f"VDI_TENANT_NETWORK_RANGE: {_error}") from None
+if not _tenant_range.is_private or _tenant_range.prefixlen > VDI["TENANT_NETWORK_PREFIX"]:
+    raise ImproperlyConfigured(
+        f"VDI_TENANT_NETWORK_RANGE {_tenant_range} must be a private IPv4 range of at least one "
+        f"/{VDI['TENANT_NETWORK_PREFIX']} (VDI_TENANT_NETWORK_PREFIX)")
+if not re.fullmatch(r"[a-z][a-z0-9-]{0,9}", VDI["TENANT_NETWORK_NAME"]):
+    raise ImproperlyConfigured(
+        "VDI_TENANT_NETWORK_NAME must be 1-10 lower-case letters, digits or dashes, starting "
+        f"with a letter (bridge names are at most 15 characters), not {VDI['TENANT_NETWORK_NAME']!r}")
 if VDI["PLACEMENT"] not in {"spread", "pack"}:
     raise ImproperlyConfigured(f"VDI_PLACEMENT must be spread or pack, not {VDI['PLACEMENT']!r}")
 

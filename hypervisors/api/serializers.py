@@ -13,7 +13,7 @@ class HostSerializer(serializers.ModelSerializer):
         fields = ["id", "name", "uri", "virt_type", "console_address",
                   "vnc_listen_address", "enabled", "state",
                   "cpus", "memory_mb", "cpu_overcommit", "memory_overcommit",
-                  "max_concurrent_boots", "storage_pool", "network", "bridge",
+                  "max_concurrent_boots", "storage_pool", "network_mode", "bridge", "vlan_range",
                   "console_tls_subject", "console_ca_cert", "virt_types",
                   "storage_free_gb", "volumes", "unknown_domains", "used_vcpus",
                   "used_memory_mb", "desktop_count", "failures", "last_seen_at",

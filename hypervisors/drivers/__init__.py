@@ -1,6 +1,7 @@
 """Hypervisor drivers. ``driver_for(host)`` is the only way to reach a host."""
 
 from .base import (
+    CertificateError,
     ConsolePorts,
     ConsoleTicketUnsupported,
     DomainEvent,
@@ -25,6 +26,7 @@ def driver_for(host) -> HypervisorDriver:
 
 
 __all__ = [
+    "CertificateError",
     "ConsolePorts",
     "ConsoleTicketUnsupported",
     "DomainEvent",

@@ -26,6 +26,11 @@ class NotFound(PermanentDriverError):
     pass
 
 
+class CertificateError(PermanentDriverError):
+    """TLS refused a certificate: the host's is not trusted, has expired or names another
+    host, or the worker's own is missing or invalid. Retrying cannot fix a certificate."""
+
+
 class Unsupported(PermanentDriverError):
     """The host's driver does not implement this call."""
 
@@ -102,6 +107,18 @@ class HypervisorDriver(Protocol):
     def create_overlay(self, pool: str, name: str, base: str, capacity_gb: int) -> str: ...
 
     def delete_volume(self, pool: str, name: str) -> None: ...
+
+    def network_ensure(self, name: str, xml: str) -> None:
+        """Network ``name`` exists (defined from ``xml`` if not), is active and autostarts."""
+
+    def list_networks(self) -> dict[str, bool]:
+        """Every network on the host: whether it is active."""
+
+    def network_remove(self, name: str) -> None:
+        """Network ``name`` is gone (stopped and undefined); already gone is fine."""
+
+    def filter_ensure(self, name: str, xml: str) -> None:
+        """Traffic filter ``name`` exists (defined from ``xml`` if not)."""
 
     def define(self, xml: str) -> None: ...
 

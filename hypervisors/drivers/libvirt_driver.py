@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 import threading
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timezone
 from typing import Any, Callable
+from urllib.parse import parse_qsl, urlsplit
 
 import libvirt
 from django.conf import settings
 
 from .base import (
+    CertificateError,
     ConsolePorts,
     ConsoleTicketUnsupported,
     DomainEvent,
@@ -144,12 +148,49 @@ def _classify(error: libvirt.libvirtError) -> DriverError:
         return NotFound(message)
     if code in _UNSUPPORTED_CODES:
         return Unsupported(f"not supported by this host: {message}")
+    if error.get_error_domain() == libvirt.VIR_FROM_RPC and "certificate" in message.lower():
+        # libvirt's TLS refused the host's certificate or cannot use the worker's own: no
+        # retry changes a certificate.
+        return CertificateError(message)
     if code in _TRANSIENT_CODES or error.get_error_domain() in (
         libvirt.VIR_FROM_RPC,
         libvirt.VIR_FROM_REMOTE,
     ):
         return TransientDriverError(message)
     return PermanentDriverError(message)
+
+
+# libvirt's TLS port, and its files when a qemu+tls:// URI names no pkipath (as root).
+_TLS_PORT = 16514
+_DEFAULT_PKI = ("/etc/pki/CA/cacert.pem", "/etc/pki/libvirt/clientcert.pem",
+                "/etc/pki/libvirt/private/clientkey.pem")
+_TLS_PROBE_TIMEOUT_S = 5
+
+
+def _tls_refusal(uri: str) -> str:
+    """Why a qemu+tls:// host's certificate fails verification (expired, issued to another
+    name, not signed by the CA), or an empty string when that cannot be told.
+
+    libvirt only logs its reason and reports "Failed to verify peer's certificate"; the same
+    handshake through OpenSSL, with the URI's CA, client certificate and host name, says which.
+    """
+    parts = urlsplit(uri)
+    if not parts.scheme.endswith("+tls") or not parts.hostname:
+        return ""
+    pkipath = dict(parse_qsl(parts.query)).get("pkipath")
+    ca, cert, key = ((f"{pkipath}/cacert.pem", f"{pkipath}/clientcert.pem",
+                      f"{pkipath}/clientkey.pem") if pkipath else _DEFAULT_PKI)
+    address = (parts.hostname, parts.port or _TLS_PORT)
+    try:
+        context = ssl.create_default_context(cafile=ca)
+        context.load_cert_chain(cert, key)
+        with socket.create_connection(address, timeout=_TLS_PROBE_TIMEOUT_S) as sock:
+            context.wrap_socket(sock, server_hostname=parts.hostname).close()
+    except ssl.SSLCertVerificationError as error:
+        return f"the certificate of {address[0]}:{address[1]} is refused: {error.verify_message}"
+    except (OSError, ValueError):
+        pass  # unreadable files, no answer, another TLS failure: libvirt's message stands
+    return ""
 
 
 def _find_volume(storage: libvirt.virStoragePool, name: str) -> libvirt.virStorageVol | None:
@@ -201,7 +242,14 @@ class LibvirtDriver:
             if conn is not None and conn.isAlive():
                 return conn
             _ensure_event_loop()
-            conn = libvirt.open(self.uri)
+            try:
+                conn = libvirt.open(self.uri)
+            except libvirt.libvirtError as error:
+                classified = _classify(error)
+                reason = _tls_refusal(self.uri) if isinstance(classified, CertificateError) else ""
+                if reason:
+                    classified = CertificateError(f"{classified}: {reason}")
+                raise classified from error
             self._watch_connection(conn)
             with _connections_lock:
                 _connections[self.uri] = conn
@@ -294,6 +342,51 @@ class LibvirtDriver:
                 volume.delete(0)
 
         self._call(delete)
+
+    # --- networks and traffic filters ----------------------------------------------------
+    def network_ensure(self, name: str, xml: str) -> None:
+        def ensure(conn):
+            try:
+                network = conn.networkLookupByName(name)
+            except libvirt.libvirtError as error:
+                if error.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
+                    raise
+                network = conn.networkDefineXML(xml)
+            if not network.isActive():
+                network.create()
+            if not network.autostart():
+                network.setAutostart(1)  # back after the host restarts
+
+        self._call(ensure)
+
+    def list_networks(self) -> dict[str, bool]:
+        return self._call(lambda c: {network.name(): bool(network.isActive())
+                                     for network in c.listAllNetworks(0)})
+
+    def network_remove(self, name: str) -> None:
+        def remove(conn):
+            try:
+                network = conn.networkLookupByName(name)
+            except libvirt.libvirtError as error:
+                if error.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
+                    return
+                raise
+            if network.isActive():
+                network.destroy()
+            network.undefine()
+
+        self._call(remove)
+
+    def filter_ensure(self, name: str, xml: str) -> None:
+        def ensure(conn):
+            try:
+                conn.nwfilterLookupByName(name)
+            except libvirt.libvirtError as error:
+                if error.get_error_code() != libvirt.VIR_ERR_NO_NWFILTER:
+                    raise
+                conn.nwfilterDefineXML(xml)
+
+        self._call(ensure)
 
     # --- domains ----------------------------------------------------------------------------
     def define(self, xml: str) -> None:

@@ -92,6 +92,37 @@ def test_a_tls_host_adds_its_tls_port_subject_and_ca(tenant, make_pool, host, us
     assert "ca=-----BEGIN CERTIFICATE-----\\nMIIBxTCCAW\\n" in text
 
 
+def test_a_display_offering_only_tls_gives_a_file_without_a_clear_port(
+    api, make_pool, host, run_tasks, monkeypatch
+):
+    """A host with a console CA defines SPICE with defaultMode='secure': libvirt gives the
+    display a TLS port and no clear one. The ticket and the .vv then name the TLS port, the
+    CA and the subject, and no port a client could use in clear."""
+    monkeypatch.setattr("hypervisors.drivers.libvirt_driver.LibvirtDriver."
+                        "set_console_password", lambda *args, **kwargs: None)
+    with run_tasks():
+        pool = make_pool(min_ready=1)
+    Host.objects.filter(pk=host.pk).update(
+        console_tls_subject="C=US, O=Example, CN=kvm1.example.com", console_ca_cert=CA)
+    with scopes_disabled():
+        Desktop.objects.filter(pool=pool).update(spice_port=None, spice_tls_port=5901)
+    member = api("member")
+
+    ticket = connect(member, pool, run_tasks)
+    assert ticket.status_code == 200, ticket.content
+    assert (ticket.json()["port"], ticket.json()["tls_port"]) == (None, 5901)
+    with run_tasks():
+        vv = member.get(f"/api/v1/tenants/acme/sessions/{ticket.json()['session']}/console.vv")
+
+    assert vv.status_code == 200, vv.content
+    keys = parse(vv.content.decode())
+    assert "port" not in keys
+    assert keys["tls-port"] == "5901"
+    assert keys["host-subject"] == "C=US, O=Example, CN=kvm1.example.com"
+    assert keys["ca"] == CA.strip()
+    assert "x-simulated" not in keys  # the password was set on the display
+
+
 HOSTILE_NAMES = [
     'Sales "EMEA"',
     "a; b",

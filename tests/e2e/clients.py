@@ -10,6 +10,8 @@ refused by QEMU itself.
   ``SpiceSession`` stays connected after it and notices when QEMU drops it.
 - ``ConsoleWebsocket``: a browser console's websocket through the console proxy (upgrade,
   frames, the close code and reason), without a browser.
+- ``RemoteViewer``: Debian's remote-viewer itself opening a ``.vv`` file on a virtual X
+  display, with its debug output to read.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
 import socket
 import struct
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 from PIL import Image
 
@@ -446,3 +451,35 @@ def vnc_login_over(console: ConsoleWebsocket, password: str) -> tuple[int, int, 
     console.receive(16)  # the pixel format
     (size,) = struct.unpack(">I", console.receive(4))
     return width, height, console.receive(size).decode(errors="replace")
+
+
+# --- remote-viewer ---------------------------------------------------------------------------
+class RemoteViewer:
+    """``remote-viewer --debug`` (Debian's virt-viewer) opening a ``.vv`` file under
+    ``xvfb-run``, its output in ``log``, until the block ends. It runs in a process group of
+    its own, so ending it also ends the X server xvfb-run started for it."""
+
+    def __init__(self, vv: Path, log: Path):
+        self.vv, self.log = vv, log
+
+    def __enter__(self) -> RemoteViewer:
+        with self.log.open("w") as out:
+            self._process = subprocess.Popen(
+                ["xvfb-run", "-a", "remote-viewer", "--debug", str(self.vv)], stdout=out,
+                stderr=subprocess.STDOUT, cwd=self.vv.parent, start_new_session=True)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self._process.pid, sig)
+            except ProcessLookupError:
+                pass  # already gone
+            try:
+                self._process.wait(timeout=10)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def output(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]

@@ -7,13 +7,15 @@ cannot silently lose its only proof against a real libvirtd + QEMU.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import libvirt
 import pytest
 
-from hypervisors.models import Host
+from hypervisors.models import Host, HostNetwork
 from tenants.scoping import scopes_disabled
+from tests.e2e.clients import RemoteViewer
 from tests.e2e.lab import register_lab_host
 from tests.processes import celery_worker
 from vdi.choices import ImageBoot
@@ -95,17 +97,26 @@ def remove_guests(transactional_db, lab, libvirt_conn):
         desktops = list(Desktop.objects.values_list("name", "volume_name"))
     storage = libvirt_conn.storagePoolLookupByName(lab["VDI_LAB_POOL"])
     for name, volume in desktops:
-        try:
-            dom = libvirt_conn.lookupByName(name)
-            if dom.isActive():
-                dom.destroy()
-            dom.undefine()
-        except libvirt.libvirtError:
-            pass  # already gone
+        _remove(libvirt_conn.lookupByName, name)
         try:
             storage.storageVolLookupByName(volume).delete(0)
         except libvirt.libvirtError:
             pass
+    with scopes_disabled():
+        networks = list(HostNetwork.objects.values_list("name", flat=True))
+    for name in networks:  # the tenants' networks
+        _remove(libvirt_conn.networkLookupByName, name)
+
+
+def _remove(lookup, name: str) -> None:
+    """Stop and undefine a domain or network, if it is still there."""
+    try:
+        thing = lookup(name)
+        if thing.isActive():
+            thing.destroy()
+        thing.undefine()
+    except libvirt.libvirtError:
+        pass  # already gone
 
 
 @pytest.fixture
@@ -135,3 +146,14 @@ def lab_pool(make_pool, lab_host, lab_image):
         return make_pool(image=lab_image, memory_mb=160, protocol="spice", **fields)
 
     return make
+
+
+@pytest.fixture
+def remote_viewer(tmp_path):
+    """``remote_viewer(vv_path)``: remote-viewer opening that file on a virtual X display
+    (a context manager, ``clients.RemoteViewer``), its log next to the test's other logs."""
+    missing = [tool for tool in ("remote-viewer", "xvfb-run") if shutil.which(tool) is None]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} missing: `scripts/lab start` installs virt-viewer "
+                    "and xvfb", pytrace=False)
+    return lambda vv: RemoteViewer(vv, tmp_path / f"{vv.stem}.remote-viewer.log")

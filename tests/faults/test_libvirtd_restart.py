@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shlex
 import signal
 import subprocess
 from pathlib import Path
@@ -74,6 +75,10 @@ def connect(api, role: str, pool) -> dict:
 def test_a_restarted_libvirtd_takes_its_host_down_and_back_with_desktops_reconciled(
     lab, api, make_pool, lab_image, remove_guests, libvirt_conn, tmp_path, stopwatch
 ):
+    # The daemon comes back as scripts/lab starts it (its TLS listener too).
+    if not lab.get("VDI_LAB_LIBVIRTD_CMD"):
+        pytest.fail("lab.env lacks VDI_LAB_LIBVIRTD_CMD; rerun `scripts/lab start`", pytrace=False)
+    libvirtd_command = shlex.split(lab["VDI_LAB_LIBVIRTD_CMD"])
     with celery_worker(tmp_path, FAULT_ENV, beat=True) as worker:
         host = register_lab_host(api, lab, worker, name="lab-1", uri=lab["VDI_LAB_URI"])
         pool = make_pool(image=lab_image, memory_mb=160, protocol="spice", kind="dedicated")
@@ -107,7 +112,7 @@ def test_a_restarted_libvirtd_takes_its_host_down_and_back_with_desktops_reconci
         finally:
             if not SOCKET.exists() or subprocess.run(["virsh", "-q", "-c", "qemu:///system",
                                                       "version"], capture_output=True).returncode:
-                subprocess.run(["libvirtd", "-d"], check=True, timeout=30)
+                subprocess.run(libvirtd_command, check=True, timeout=30)
             wait_for(lambda: subprocess.run(["virsh", "-q", "-c", "qemu:///system", "version"],
                                             capture_output=True).returncode == 0,
                      30, "libvirtd to answer again")

@@ -82,13 +82,48 @@ def test_a_lab_may_skip_its_own_sshds_host_key_check_and_only_a_lab(api, users, 
     assert accepted.status_code == 201, accepted.content
 
 
-def test_a_network_and_a_bridge_together_are_refused(api, users):
-    response = api("staff").post("/api/v1/hosts/",
-                                 {**NEW_HOST, "network": "default", "bridge": "br0"},
-                                 format="json")
+def test_a_labs_no_verify_is_for_its_sshd_only_a_tls_host_is_always_verified(
+    api, users, settings
+):
+    settings.VDI = {**settings.VDI, "HOST_URI_ALLOW_NO_VERIFY": True}
+    tls = "qemu+tls://127.0.0.1/system?pkipath=/var/cache/vdi-lab/pki/client"
+
+    refused = api("staff").post("/api/v1/hosts/", {**NEW_HOST, "uri": f"{tls}&no_verify=1"},
+                                format="json")
+    accepted = api("staff").post("/api/v1/hosts/", {**NEW_HOST, "uri": tls}, format="json")
+
+    assert refused.status_code == 400
+    assert "Unsupported parameter(s) no_verify for qemu+tls:// (supported: pkipath)" in str(
+        refused.json()["error"]["details"]["uri"])
+    assert accepted.status_code == 201, accepted.content
+
+
+@pytest.mark.parametrize("fields, field", [
+    ({"network_mode": "vlan", "vlan_range": "100-199"}, "bridge"),
+    ({"network_mode": "vlan", "bridge": "br-desktops"}, "vlan_range"),
+    ({"network_mode": "vlan", "bridge": "br-desktops", "vlan_range": "0-10"}, "vlan_range"),
+    ({"network_mode": "vlan", "bridge": "br-desktops", "vlan_range": "300-200"}, "vlan_range"),
+    ({"network_mode": "vlan", "bridge": "br-desktops", "vlan_range": "100-5000"}, "vlan_range"),
+    ({"network_mode": "shared"}, "network_mode"),
+], ids=["no-bridge", "no-range", "tag-0", "backwards", "tag-5000", "unknown-mode"])
+def test_a_vlan_host_needs_its_bridge_and_a_valid_tag_range(api, users, fields, field):
+    response = api("staff").post("/api/v1/hosts/", {**NEW_HOST, **fields}, format="json")
 
     assert response.status_code == 400
-    assert "bridge" in response.json()["error"]["details"]
+    assert field in response.json()["error"]["details"]
+    assert not Host.objects.exists()
+
+
+def test_a_host_gives_every_tenant_a_network_of_its_own_by_default(api, users):
+    response = api("staff").post("/api/v1/hosts/", NEW_HOST, format="json")
+    assert response.status_code == 201
+    assert response.json()["network_mode"] == "tenant"
+
+    vlan = api("staff").post("/api/v1/hosts/", {
+        **NEW_HOST, "name": "kvm-vlan", "network_mode": "vlan", "bridge": "br-desktops",
+        "vlan_range": "100-3999"}, format="json")
+    assert vlan.status_code == 201, vlan.content
+    assert Host.objects.get(name="kvm-vlan").vlan_tags == range(100, 4000)
 
 
 def test_drain_then_activate(api, host, run_tasks):

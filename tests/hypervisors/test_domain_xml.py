@@ -42,6 +42,7 @@ KERNEL_BOOT = make_spec(
     serial_log="/var/log/vdi/desk-1.serial.log",
 )
 BRIDGED = make_spec(bridge="br0")
+SPICE_TLS = make_spec(spice_tls=True)
 
 
 def parse(spec: DomainSpec) -> ET.Element:
@@ -65,8 +66,8 @@ def validator() -> str:
     return path
 
 
-@pytest.mark.parametrize("spec", [DISK_BOOT, KERNEL_BOOT, BRIDGED],
-                         ids=["disk-boot", "kernel-boot", "bridged"])
+@pytest.mark.parametrize("spec", [DISK_BOOT, KERNEL_BOOT, BRIDGED, SPICE_TLS],
+                         ids=["disk-boot", "kernel-boot", "bridged", "spice-tls"])
 def test_xml_validates_against_libvirt_schema(spec, validator, tmp_path):
     path = tmp_path / "domain.xml"
     path.write_text(build_domain_xml(spec))
@@ -152,6 +153,17 @@ def test_spice_listens_on_the_console_address_vnc_on_the_vnc_address_both_locked
         assert valid_to < datetime.now(timezone.utc), f"{kind} password has not expired"
 
 
+def test_spice_tls_offers_spice_over_tls_only_and_leaves_vnc_alone():
+    # defaultMode='secure': libvirt's autoport allocates a tlsPort and no clear port.
+    tls = graphics(parse(SPICE_TLS))
+    clear = graphics(parse(DISK_BOOT))
+
+    assert tls["spice"].get("defaultMode") == "secure"
+    assert tls["spice"].get("autoport") == "yes"
+    assert tls["vnc"].get("defaultMode") is None
+    assert clear["spice"].get("defaultMode") is None
+
+
 def test_vnc_listens_on_loopback_unless_told_otherwise():
     spec = make_spec()
     fields = {name: getattr(spec, name) for name in spec.__dataclass_fields__}
@@ -211,3 +223,27 @@ def test_metadata_and_title_are_kept_and_escaped():
     assert root.findtext("title") == "R&D <lab>"
     desktop = root.find("./metadata/{https://vdi.invalid/xmlns/desktop/1.0}desktop")
     assert desktop.attrib == {"pool": "a\"b", "tenant": "acme"}
+
+
+def test_the_interface_carries_the_traffic_filter_and_its_parameters():
+    spec = make_spec(network="vdi-t4", traffic_filter="vdi-clean-traffic-v1",
+                     traffic_filter_params={"CTRL_IP_LEARNING": "dhcp",
+                                            "DHCPSERVER": "10.128.4.1"})
+
+    (interface,) = parse(spec).findall("./devices/interface")
+    filterref = interface.find("filterref")
+    assert filterref.get("filter") == "vdi-clean-traffic-v1"
+    assert {p.get("name"): p.get("value") for p in filterref.findall("parameter")} == {
+        "CTRL_IP_LEARNING": "dhcp", "DHCPSERVER": "10.128.4.1"}
+    assert parse(make_spec(network="vdi-t4")).find("./devices/interface/filterref") is None
+
+
+def test_a_command_socket_is_the_second_serial_port():
+    serials = parse(make_spec(command_socket="/var/lib/libvirt/qemu/d.cmd")).findall(
+        "./devices/serial")
+
+    unix = [s for s in serials if s.get("type") == "unix"]
+    assert len(unix) == 1
+    assert unix[0].find("source").attrib == {"mode": "bind", "path": "/var/lib/libvirt/qemu/d.cmd"}
+    assert unix[0].find("target").get("port") == "1"
+    assert not [s for s in parse(make_spec()).findall("./devices/serial") if s.get("type") == "unix"]

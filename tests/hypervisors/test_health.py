@@ -114,6 +114,36 @@ def test_an_up_host_goes_down_after_repeated_failures_and_comes_back_reconciled(
     assert desktop.last_error == ""
 
 
+def test_a_refused_certificate_takes_an_up_host_down_at_once_and_keeps_it_there(
+    running_desktop, host, settings, monkeypatch
+):
+    """No retry changes a certificate: the first check that meets one takes the host down
+    with libvirt's reason, and the next says the same instead of hiding it."""
+    settings.VDI = {**settings.VDI, "HOST_DOWN_AFTER_FAILURES": 3}
+    refused = "qemu+tls://127.0.0.1:1/system"  # nothing answers a second handshake there
+    real_open = libvirt.open
+
+    def open_refusing_the_certificate(uri=None):
+        if uri == refused:
+            error = libvirt.libvirtError("authentication failed: Failed to verify peer's "
+                                         "certificate")
+            error.err = (libvirt.VIR_ERR_AUTH_FAILED, libvirt.VIR_FROM_RPC, str(error),
+                         libvirt.VIR_ERR_ERROR, None, None, None, -1, -1)
+            raise error
+        return real_open(uri)
+
+    monkeypatch.setattr(libvirt, "open", open_refusing_the_certificate)
+    Host.objects.filter(pk=host.pk).update(uri=refused)
+    host.refresh_from_db()
+
+    for failures in (1, 2):
+        host_check(host=host)
+
+        assert (host.state, host.failures) == (HostState.DOWN, failures)
+        assert host.last_error == "authentication failed: Failed to verify peer's certificate"
+        assert refreshed(running_desktop).state == DesktopState.UNKNOWN
+
+
 def test_sessions_on_a_host_that_went_down_end_and_their_desktop_is_reset_when_it_returns(
     running_desktop, host, settings, users, tenant
 ):

@@ -6,6 +6,9 @@ names of its own and removes what it made.
 
 from __future__ import annotations
 
+import ipaddress
+import socket
+import ssl
 import threading
 import time
 import uuid
@@ -17,6 +20,7 @@ import pytest
 
 from hypervisors.domain_xml import DomainSpec, build_domain_xml
 from hypervisors.drivers import (
+    CertificateError,
     ConsolePorts,
     ConsoleTicketUnsupported,
     DriverError,
@@ -385,3 +389,141 @@ def test_other_errors_are_permanent_and_keep_the_connection(
     assert not raised.value.transient
     assert isinstance(raised.value, DriverError)
     assert len(count_opens) == opened_before
+
+
+# --- TLS: a refused certificate ---------------------------------------------------------------
+# libvirt's words when its TLS refuses a certificate: the host's (its reason goes to libvirt's
+# log only) or the worker's own.
+REFUSED_CERTIFICATES = [
+    (libvirt.VIR_ERR_AUTH_FAILED, "authentication failed: Failed to verify peer's certificate"),
+    (libvirt.VIR_ERR_SYSTEM_ERROR, "The client certificate /etc/pki/libvirt/clientcert.pem has "
+                                   "expired"),
+    (libvirt.VIR_ERR_SYSTEM_ERROR, "Cannot read CA certificate '/etc/vdi/pki/cacert.pem': No "
+                                   "such file or directory"),
+]
+
+
+def refuse_opening(monkeypatch, refused_uri: str, code: int, message: str) -> None:
+    """libvirt.open of ``refused_uri`` fails as libvirt's TLS does; other URIs open."""
+    real_open = libvirt.open
+
+    def refusing_open(uri=None):
+        if uri == refused_uri:
+            raise libvirt_error(code, libvirt.VIR_FROM_RPC, message)
+        return real_open(uri)
+
+    monkeypatch.setattr(libvirt, "open", refusing_open)
+
+
+@pytest.mark.parametrize(("code", "message"), REFUSED_CERTIFICATES,
+                         ids=["peer", "own-expired", "no-ca"])
+def test_a_refused_certificate_is_a_permanent_certificate_error(monkeypatch, code, message):
+    # Port 1 on loopback: nothing answers, so libvirt's message is all there is to say.
+    uri = "qemu+tls://127.0.0.1:1/system"
+    refuse_opening(monkeypatch, uri, code, message)
+
+    with pytest.raises(CertificateError) as raised:
+        LibvirtDriver(uri, timeout_s=10).host_info()
+
+    assert not raised.value.transient
+    assert str(raised.value) == message
+
+
+class _TlsEndpoint:
+    """A TLS listener on loopback, as libvirtd's would be, presenting a certificate for the
+    IP addresses ``names`` (expired if asked); ``pkipath`` gets its CA and a client
+    certificate, a libvirt pkipath= directory."""
+
+    def __init__(self, pkipath, *, names: list[str], expired: bool = False):
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        now = datetime.now(timezone.utc)
+
+        def issue(subject, key, issuer, issuer_key, *, ca, san=(), not_after):
+            builder = (x509.CertificateBuilder()
+                       .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                       .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+                       .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                       .not_valid_before(now - timedelta(days=30)).not_valid_after(not_after)
+                       .add_extension(x509.BasicConstraints(ca=ca, path_length=None), True))
+            if san:
+                builder = builder.add_extension(x509.SubjectAlternativeName(list(san)), False)
+            return builder.sign(issuer_key, hashes.SHA256())
+
+        def pem(path, cert=None, key=None):
+            path.write_bytes(cert.public_bytes(serialization.Encoding.PEM) if cert else
+                             key.private_bytes(serialization.Encoding.PEM,
+                                               serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+
+        ca_key, server_key, client_key = (ec.generate_private_key(ec.SECP256R1())
+                                          for _ in range(3))
+        ca = issue("test CA", ca_key, "test CA", ca_key, ca=True,
+                   not_after=now + timedelta(days=30))
+        san = [x509.IPAddress(ipaddress.ip_address(name)) for name in names]
+        server = issue(names[0], server_key, "test CA", ca_key, ca=False, san=san,
+                       not_after=now - timedelta(days=1) if expired else now + timedelta(days=30))
+        client = issue("worker", client_key, "test CA", ca_key, ca=False,
+                       not_after=now + timedelta(days=30))
+        pkipath.mkdir()
+        pem(pkipath / "cacert.pem", cert=ca)
+        pem(pkipath / "clientcert.pem", cert=client)
+        pem(pkipath / "clientkey.pem", key=client_key)
+        pem(pkipath / "servercert.pem", cert=server)
+        pem(pkipath / "serverkey.pem", key=server_key)
+
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._context.load_cert_chain(pkipath / "servercert.pem", pkipath / "serverkey.pem")
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            try:
+                self._context.wrap_socket(conn, server_side=True).close()
+            except (OSError, ssl.SSLError):
+                conn.close()  # the client refused the certificate
+
+    def close(self):
+        self._listener.close()
+
+
+@pytest.fixture
+def tls_endpoint(tmp_path):
+    endpoints = []
+
+    def make(**options):
+        endpoints.append(_TlsEndpoint(tmp_path / f"pki{len(endpoints)}", **options))
+        return endpoints[-1], tmp_path / f"pki{len(endpoints) - 1}"
+
+    yield make
+    for endpoint in endpoints:
+        endpoint.close()
+
+
+@pytest.mark.parametrize(("host", "expired", "reason"), [
+    ("localhost", False, "Hostname mismatch, certificate is not valid for 'localhost'"),
+    ("127.0.0.1", True, "certificate has expired"),
+], ids=["hostname-mismatch", "expired"])
+def test_a_refused_host_certificate_says_why(monkeypatch, tls_endpoint, host, expired, reason):
+    """libvirt reports only that it refused the host's certificate; the error says why, as
+    the same handshake with the URI's CA and host name finds."""
+    endpoint, pkipath = tls_endpoint(names=["127.0.0.1"], expired=expired)
+    uri = f"qemu+tls://{host}:{endpoint.port}/system?pkipath={pkipath}"
+    refuse_opening(monkeypatch, uri, *REFUSED_CERTIFICATES[0])
+
+    with pytest.raises(CertificateError) as raised:
+        LibvirtDriver(uri, timeout_s=10).host_info()
+
+    said = str(raised.value)
+    assert said.startswith("authentication failed: Failed to verify peer's certificate: the "
+                           f"certificate of {host}:{endpoint.port} is refused: ")
+    assert reason in said

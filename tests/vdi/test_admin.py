@@ -80,7 +80,8 @@ def test_adding_a_host_in_the_admin_probes_it(admin_client, run_tasks, db):
             "name": "kvm-admin", "uri": "test:///default", "virt_type": "qemu",
             "console_address": "127.0.0.1", "vnc_listen_address": "127.0.0.1", "enabled": "on", "cpu_overcommit": "4.0",
             "memory_overcommit": "1.0", "max_concurrent_boots": "4",
-            "storage_pool": "default-pool", "network": "", "bridge": "",
+            "storage_pool": "default-pool", "network_mode": "tenant", "bridge": "",
+            "vlan_range": "",
         })
 
     assert response.status_code == 302, response.content.decode()[:2000]

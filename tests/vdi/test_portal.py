@@ -190,3 +190,23 @@ def test_a_desktops_error_is_shown_in_plain_words(logged_in, member_desktop):
 
     assert "The desktop ran into a problem; the platform team has the details." in html
     assert "x.qcow2" not in html
+
+
+def test_the_session_page_names_the_tls_port_of_a_display_that_offers_only_tls(
+        logged_in, make_pool, host, run_tasks, monkeypatch):
+    from hypervisors.models import Host
+    from vdi.models import Desktop
+
+    monkeypatch.setattr("hypervisors.drivers.libvirt_driver.LibvirtDriver."
+                        "set_console_password", lambda *args, **kwargs: None)
+    with run_tasks():
+        pool = make_pool(min_ready=1)
+    Host.objects.filter(pk=host.pk).update(console_ca_cert="-----BEGIN CERTIFICATE-----\nx\n")
+    with scopes_disabled():
+        Desktop.objects.filter(pool=pool).update(spice_port=None, spice_tls_port=5901)
+
+    with run_tasks():
+        html = logged_in("member").post(f"/t/acme/pools/{pool.id}/connect/").content.decode()
+
+    assert 'id="ticket-tls-port">5901 (encrypted' in html
+    assert "<dt>Port</dt>" not in html

@@ -64,3 +64,17 @@ def test_production_security_settings(tmp_path):
     assert result.stdout.strip().split("|") == [
         "('HTTP_X_FORWARDED_PROTO', 'https')", "True", "True", "True", "31536000",
         "['vdi.example.com']", "json", "5"]
+
+
+def test_tenant_network_settings_are_checked_at_start(tmp_path):
+    for env, message in (
+        ({"VDI_TENANT_NETWORK_RANGE": "8.8.0.0/16"}, "must be a private IPv4 range"),
+        ({"VDI_TENANT_NETWORK_RANGE": "10.0.0.0/25"}, "at least one /24"),
+        ({"VDI_TENANT_NETWORK_RANGE": "not-a-range"}, "VDI_TENANT_NETWORK_RANGE"),
+        ({"VDI_TENANT_NETWORK_NAME": "Tenant_"}, "VDI_TENANT_NETWORK_NAME must be"),
+        ({"VDI_TENANT_NETWORK_NAME": "a" * 11}, "VDI_TENANT_NETWORK_NAME must be"),
+    ):
+        result = run_check(tmp_path, VDI_ENV="demo", **env)
+        assert result.returncode != 0 and message in result.stderr, (env, result.stderr[-500:])
+    assert run_check(tmp_path, VDI_ENV="demo", VDI_TENANT_NETWORK_RANGE="172.16.0.0/12",
+                     VDI_TENANT_NETWORK_NAME="desk-").returncode == 0
