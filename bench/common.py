@@ -51,8 +51,11 @@ PRODUCT_ENV = {
     "VDI_DATA_DIR": str(DATA_DIR),
     # Clients are told apart by X-Forwarded-For, as behind one reverse proxy.
     "VDI_THROTTLE_NUM_PROXIES": "1",
-    # The benchmarks make pools of thousands of desktops; the platform cap is for tenants.
+    # The benchmarks make pools of thousands of desktops; the platform cap and production's
+    # default quotas of a new organisation are for customers (empty: unlimited).
     "VDI_POOL_MAX_DESKTOPS": "100000",
+    **{f"VDI_DEFAULT_TENANT_MAX_{quota}": ""
+       for quota in ("DESKTOPS", "VCPUS", "MEMORY_MB", "SESSIONS")},
     "C_FORCE_ROOT": "1",
     "PYTHONUNBUFFERED": "1",
 }

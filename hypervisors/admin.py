@@ -63,7 +63,7 @@ class HostAdmin(AuditedAdmin, admin.ModelAdmin):
         (None, {"fields": ["name", "uri", "virt_type", "enabled", "storage_pool",
                            "cpu_overcommit", "memory_overcommit", "max_concurrent_boots"]}),
         ("Tenant networks", {
-            "fields": ["network_mode", "bridge", "vlan_range"],
+            "fields": ["network_mode", "egress", "bridge", "vlan_range"],
             "description": "Every tenant's desktops get a network of their own on this host, "
                            "with traffic filters on every interface (docs/hosts.md).",
         }),

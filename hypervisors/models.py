@@ -50,6 +50,12 @@ class Host(models.Model):
         help_text="VLAN mode: the Open vSwitch bridge on the host that carries the tenants' "
                   "VLANs (e.g. br-desktops).",
     )
+    egress = models.BooleanField(
+        default=False,
+        help_text="Tenant mode: tenants' networks here NAT out through the host's own routes "
+                  "(applies to networks made from now on). Only the tenants whose settings "
+                  "allow it use that way out; the others' traffic filter keeps them in.",
+    )
     vlan_range = models.CharField(
         max_length=16, blank=True, default="",
         help_text="VLAN mode: the tags tenants get, e.g. 100-3999 (the same on every host of "

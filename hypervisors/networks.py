@@ -23,13 +23,7 @@ from tenants.scoping import scopes_disabled
 from .choices import NetworkMode
 from .drivers import DriverError, PermanentDriverError, Unsupported, driver_for
 from .models import Host, HostNetwork, TenantSegment
-from .network_xml import (
-    TRAFFIC_FILTER,
-    NetworkSpec,
-    build_filter_xml,
-    build_network_xml,
-    filter_parameters,
-)
+from .network_xml import NetworkSpec, all_filters, build_network_xml, interface_filter
 
 logger = logging.getLogger(__name__)
 
@@ -51,19 +45,21 @@ NO_NETWORK = Attachment()
 
 
 def traffic_filter_ensure(host: Host) -> str:
-    """Define the desktops' traffic filter on ``host`` if it is missing; the reason it
-    cannot be, or ''. A simulated host (libvirt's test driver) carries no traffic and has
-    no filters, so it has nothing to define."""
+    """Define the desktops' traffic filters on ``host`` where they are missing; the reason
+    they cannot be, or ''. A simulated host (libvirt's test driver) carries no traffic and
+    has no filters, so it has nothing to define."""
     if host.network_mode == NetworkMode.NONE:
         return ""
-    try:
-        driver_for(host).filter_ensure(TRAFFIC_FILTER, build_filter_xml())
-    except Unsupported:
-        if host.is_simulated:
-            return ""
-        return "this host cannot apply traffic filters (libvirt's nwfilter driver is missing)"
-    except DriverError as error:
-        return f"traffic filter {TRAFFIC_FILTER} could not be defined: {error}"
+    driver = driver_for(host)
+    for name, xml in all_filters():
+        try:
+            driver.filter_ensure(name, xml)
+        except Unsupported:
+            if host.is_simulated:
+                return ""
+            return "this host cannot apply traffic filters (libvirt's nwfilter driver is missing)"
+        except DriverError as error:
+            return f"traffic filter {name} could not be defined: {error}"
     return ""
 
 
@@ -104,12 +100,30 @@ def _network_spec(host: Host, segment: TenantSegment) -> NetworkSpec:
             f"(tenant segment {segment.number} of {subnets})")
     subnet = ipaddress.ip_network(
         (int(addresses.network_address) + segment.number * 2 ** (32 - prefix), prefix))
-    return NetworkSpec(name=name, kind="isolated", bridge=name, subnet=str(subnet))
+    return NetworkSpec(name=name, kind="isolated", bridge=name, subnet=str(subnet),
+                       nat=host.egress)
 
 
-def _attachment(spec: NetworkSpec) -> Attachment:
-    return Attachment(network=spec.name, traffic_filter=TRAFFIC_FILTER,
-                      traffic_filter_params=filter_parameters(spec))
+def _spec_of(row: HostNetwork) -> NetworkSpec:
+    """The network a row records (its kind: isolated, nat or vlan)."""
+    if row.kind == "vlan":
+        return NetworkSpec(name=row.name, kind="vlan", bridge=row.host.bridge, vlan=row.vlan)
+    return NetworkSpec(name=row.name, kind="isolated", bridge=row.name, subnet=row.subnet,
+                       nat=row.kind == "nat")
+
+
+def _attachment(spec: NetworkSpec, tenant) -> Attachment:
+    traffic_filter, params = interface_filter(spec, egress=tenant.desktop_egress)
+    return Attachment(network=spec.name, traffic_filter=traffic_filter,
+                      traffic_filter_params=params)
+
+
+def tenant_attachment(*, host: Host, tenant) -> Attachment:
+    """What the tenant's desktops on ``host`` should carry now (after its settings changed),
+    from the network it has there; ``NO_NETWORK`` if it has none."""
+    with scopes_disabled():
+        row = HostNetwork.objects.filter(host=host, tenant=tenant).select_related("host").first()
+    return NO_NETWORK if row is None else _attachment(_spec_of(row), tenant)
 
 
 @scopes_disabled()
@@ -127,11 +141,11 @@ def tenant_network_ensure(*, host: Host, tenant) -> Attachment:
     with transaction.atomic():
         network, created = HostNetwork.objects.select_for_update().get_or_create(
             host=host, tenant=tenant,
-            defaults={"name": spec.name, "kind": spec.kind, "subnet": spec.subnet,
-                      "vlan": spec.vlan},
+            defaults={"name": spec.name, "kind": "nat" if spec.nat else spec.kind,
+                      "subnet": spec.subnet, "vlan": spec.vlan},
         )
         if not created:
-            return _attachment(spec)
+            return _attachment(_spec_of(network), tenant)
         try:
             driver_for(host).network_ensure(spec.name, build_network_xml(spec))
         except DriverError as error:
@@ -141,14 +155,14 @@ def tenant_network_ensure(*, host: Host, tenant) -> Attachment:
                 f"host {host.name} could not make the tenant's network {spec.name}: {error}"
             ) from error
     logger.info("network %s made on %s for tenant %s", spec.name, host.name, tenant.slug)
-    return _attachment(spec)
+    return _attachment(spec, tenant)
 
 
 @scopes_disabled()
 def tenant_networks_reconcile(host: Host) -> list[str]:
     """Make again (or start) the tenants' networks that ``host`` should have and lacks (a
     reinstalled host, a network an operator removed); the names of those it made."""
-    rows = list(HostNetwork.objects.filter(host=host))
+    rows = list(HostNetwork.objects.filter(host=host).select_related("host"))
     if not rows:
         return []
     driver = driver_for(host)
@@ -157,9 +171,7 @@ def tenant_networks_reconcile(host: Host) -> list[str]:
     for row in rows:
         if present.get(row.name):
             continue
-        spec = NetworkSpec(name=row.name, kind=row.kind, bridge=host.bridge
-                           if row.kind == "vlan" else row.name, subnet=row.subnet, vlan=row.vlan)
-        driver.network_ensure(row.name, build_network_xml(spec))
+        driver.network_ensure(row.name, build_network_xml(_spec_of(row)))
         remade.append(row.name)
     if remade:
         logger.warning("host %s lacked tenant networks %s: made again", host.name,

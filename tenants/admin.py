@@ -27,7 +27,8 @@ class TenantAdmin(AuditedAdmin, admin.ModelAdmin):
     list_filter = ["status"]
     search_fields = ["slug", "name"]
     inlines = [MembershipInline]
-    readonly_fields = ["status"]
+    # Changed through their services (the API), which act on them: suspension, egress.
+    readonly_fields = ["status", "desktop_egress"]
     actions = ["suspend", "resume"]
 
     @admin.action(description="Suspend (end their sessions, no connect or provisioning)")

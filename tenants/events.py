@@ -12,3 +12,7 @@ membership_removed = Signal()
 
 # An organisation was suspended (``tenant``, ``actor``): nobody in it keeps access.
 tenant_suspended = Signal()
+
+# An organisation's owners let its desktops out of their own network, or shut them in
+# (``tenant``, ``actor``; ``tenant.desktop_egress`` is the new value).
+tenant_egress_changed = Signal()

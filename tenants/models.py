@@ -51,6 +51,12 @@ class Tenant(models.Model):
         null=True, blank=True, default=functools.partial(default_quota, "max_sessions"),
         validators=[MaxValueValidator(QUOTA_MAX)], help_text="Concurrent sessions.",
     )
+    desktop_egress = models.BooleanField(
+        default=False,
+        help_text="The organisation's desktops may reach beyond their own network (the "
+                  "host, and the outside where the host offers a way out); off: only each "
+                  "other. Set by its owners.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -11,7 +11,7 @@ from vdi.errors import Conflict, Forbidden, InvalidInput, QuotaExceeded
 
 from .audit import audited
 from .choices import Role, TenantStatus
-from .events import tenant_suspended
+from .events import tenant_egress_changed, tenant_suspended
 from .models import Membership, Tenant
 from .scoping import scopes_disabled, tenant_scope
 
@@ -72,8 +72,8 @@ def tenant_set_status(*, tenant: Tenant, status: str, actor) -> Tenant:
 
 TENANT_QUOTAS = ("max_desktops", "max_vcpus", "max_memory_mb", "max_sessions")
 # What an organisation's own owners may change; platform staff change all of these.
-TENANT_OWNER_FIELDS = frozenset({"name"})
-TENANT_STAFF_FIELDS = frozenset({"name", "status", *TENANT_QUOTAS})
+TENANT_OWNER_FIELDS = frozenset({"name", "desktop_egress"})
+TENANT_STAFF_FIELDS = frozenset({"name", "status", "desktop_egress", *TENANT_QUOTAS})
 
 
 def tenant_update(*, tenant: Tenant, actor, **changes) -> Tenant:
@@ -93,8 +93,9 @@ def tenant_update(*, tenant: Tenant, actor, **changes) -> Tenant:
                 raise Forbidden("Only the organisation's owners (and platform staff) may "
                                 "change it.")
             if set(changes) - TENANT_OWNER_FIELDS:
-                raise Forbidden("An owner may change the organisation's name; its quotas "
-                                "and status are set by platform staff.")
+                raise Forbidden("An owner may change the organisation's name and whether its "
+                                "desktops reach beyond their network; its quotas and status "
+                                "are set by platform staff.")
         tenant = tenant_lock(tenant=tenant)
         status = changes.pop("status", tenant.status)
         changed = {name: [getattr(tenant, name), value] for name, value in changes.items()
@@ -109,6 +110,8 @@ def tenant_update(*, tenant: Tenant, actor, **changes) -> Tenant:
         audit.details = {"changed": changed}
         if not changed:
             audit.skip()
+        if "desktop_egress" in changed:
+            tenant_egress_changed.send(sender=Tenant, tenant=tenant, actor=actor)
         if status != previous_status:
             tenant = tenant_set_status(tenant=tenant, status=status, actor=actor)
     return tenant

@@ -18,11 +18,19 @@ from django.utils import timezone
 
 from hypervisors.choices import HostState
 from hypervisors.domain_xml import DomainSpec, build_domain_xml
-from hypervisors.drivers import DriverError, PowerState, TransientDriverError, driver_for
+from hypervisors.drivers import (
+    DriverError,
+    NotFound,
+    PowerState,
+    TransientDriverError,
+    Unsupported,
+    driver_for,
+)
 from hypervisors.models import Host
 from hypervisors.networks import (
     Attachment,
     NetworkUnavailable,
+    tenant_attachment,
     tenant_network_ensure,
     tenant_network_release,
 )
@@ -804,6 +812,37 @@ def _place(desktop: Desktop, operation: Operation) -> Attachment:
             Operation.objects.filter(pk=operation.pk).update(params=operation.params)
             Desktop.objects.filter(pk=desktop.pk).update(host=None)
             desktop.host = None
+
+
+def desktops_traffic_filter_apply(*, tenant) -> int:
+    """Put the filter the tenant's settings call for (its desktops kept in their network, or
+    let out) on every desktop of the tenant that has a domain, running ones included; how
+    many changed. A desktop defined meanwhile gets it from its definition."""
+    changed = 0
+    attachments: dict = {}
+    with scopes_disabled():
+        desktops = list(Desktop.objects.filter(tenant=tenant, host__isnull=False)
+                        .exclude(state__in=(DesktopState.PENDING, DesktopState.DELETING))
+                        .select_related("host"))
+    for desktop in desktops:
+        host = desktop.host
+        if host.pk not in attachments:
+            attachments[host.pk] = tenant_attachment(host=host, tenant=tenant)
+        attachment = attachments[host.pk]
+        if not attachment.traffic_filter:
+            continue
+        try:
+            driver_for(host).interface_filter_set(
+                desktop.name, attachment.traffic_filter, attachment.traffic_filter_params)
+        except (NotFound, Unsupported):
+            continue  # not defined yet (its definition will say), or a simulated host
+        except DriverError as error:
+            logger.warning("desktop %s keeps its old traffic filter: %s", desktop.name, error)
+            continue
+        changed += 1
+    logger.info("tenant %s: traffic filter %s on %d desktop(s)", tenant.slug,
+                "for egress" if tenant.desktop_egress else "keeping them in", changed)
+    return changed
 
 
 def _refresh_ports(desktop: Desktop) -> None:

@@ -3,8 +3,11 @@ from django.db.models import Q
 
 from .choices import OperationState
 from .models import Operation, Pool
+from tenants.models import Tenant
+
 from .services import (
     WAITING,
+    desktops_traffic_filter_apply,
     idempotency_keys_expire,
     operation_run,
     operations_reap,
@@ -53,3 +56,10 @@ def operations_reap_task(**_kwargs) -> int:
 @platform_task("vdi.idempotency_keys_expire")
 def idempotency_keys_expire_task(**_kwargs) -> int:
     return idempotency_keys_expire()
+
+
+@platform_task("vdi.desktops_traffic_filter_apply", acks_late=True, ignore_result=True)
+def desktops_traffic_filter_apply_task(tenant_id: str, **_kwargs) -> int:
+    # Safe to redeliver: it sets what the tenant's settings say now.
+    tenant = Tenant.objects.filter(pk=tenant_id).first()
+    return 0 if tenant is None else desktops_traffic_filter_apply(tenant=tenant)

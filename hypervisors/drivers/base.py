@@ -120,6 +120,11 @@ class HypervisorDriver(Protocol):
     def filter_ensure(self, name: str, xml: str) -> None:
         """Traffic filter ``name`` exists (defined from ``xml`` if not)."""
 
+    def interface_filter_set(self, name: str, traffic_filter: str,
+                             params: dict[str, str]) -> None:
+        """Domain ``name``'s network interface carries ``traffic_filter`` from now on: in its
+        definition, and on the running guest without a restart."""
+
     def define(self, xml: str) -> None: ...
 
     def start(self, name: str) -> None: ...

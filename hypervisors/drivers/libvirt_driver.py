@@ -388,6 +388,26 @@ class LibvirtDriver:
 
         self._call(ensure)
 
+    def interface_filter_set(self, name: str, traffic_filter: str,
+                             params: dict[str, str]) -> None:
+        def refilter(dom):
+            # The definition, then the live guest (libvirt swaps a live interface's filter).
+            views = [(libvirt.VIR_DOMAIN_XML_INACTIVE, libvirt.VIR_DOMAIN_AFFECT_CONFIG)]
+            if dom.isActive():
+                views.append((0, libvirt.VIR_DOMAIN_AFFECT_LIVE))
+            for xml_flags, affect in views:
+                interface = ET.fromstring(dom.XMLDesc(xml_flags)).find("./devices/interface")
+                if interface is None:
+                    return
+                for old in interface.findall("filterref"):
+                    interface.remove(old)
+                filterref = ET.SubElement(interface, "filterref", filter=traffic_filter)
+                for key, value in sorted(params.items()):
+                    ET.SubElement(filterref, "parameter", name=key, value=value)
+                dom.updateDeviceFlags(ET.tostring(interface, encoding="unicode"), affect)
+
+        self._on_domain(name, refilter)
+
     # --- domains ----------------------------------------------------------------------------
     def define(self, xml: str) -> None:
         self._call(lambda c: c.defineXML(xml))

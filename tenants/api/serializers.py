@@ -12,7 +12,7 @@ class TenantSerializer(serializers.ModelSerializer):
     class Meta:
         model = Tenant
         fields = ["id", "slug", "name", "status", "max_desktops", "max_vcpus", "max_memory_mb",
-                  "max_sessions", "created_at"]
+                  "max_sessions", "desktop_egress", "created_at"]
         read_only_fields = ["id", "created_at"]
         extra_kwargs = {quota: {"help_text": QUOTA_HELP.format(quota.upper())}
                         for quota in TENANT_QUOTAS}
@@ -20,7 +20,7 @@ class TenantSerializer(serializers.ModelSerializer):
 
 class TenantUpdateSerializer(serializers.ModelSerializer):
     """``PATCH tenants/{slug}/``: only the fields sent change. Staff change any of these;
-    an organisation's owners only ``name``. The slug never changes (it is in every URL)."""
+    an organisation's owners only ``name`` and ``desktop_egress``. The slug never changes (it is in every URL)."""
 
     class Meta:
         model = Tenant

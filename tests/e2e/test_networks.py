@@ -9,16 +9,23 @@ command channel (a shell on its second serial port, tests/e2e/lab.py ``guest_run
 | A reaches A                            | ``ping`` from A1 to A2's leased address            |
 | B reaches neither A, on layer 2        | B adds A's subnet as on-link and ``arping``s and   |
 |                                        | ``ping``s A1 and A2: no answer (another bridge)    |
-| B reaches neither A, through the host  | B routes A's subnet via its own gateway (the       |
-|                                        | host) and ``ping``s: no answer (libvirt's firewall |
-|                                        | rejects traffic between isolated networks)         |
-| A reaches not B either                 | the same two ways from A1 to B                     |
+| B reaches neither A, through the host  | B (allowed out of its network) routes A's subnet   |
+|                                        | via its gateway (the host) and ``ping``s: no answer |
+|                                        | (libvirt's firewall rejects traffic between        |
+|                                        | isolated networks)                                 |
+| A reaches not B either                 | the same two ways from A1 to B (A's own filter     |
+|                                        | also keeps it in its subnet)                       |
 | a changed MAC loses its traffic        | A1 sets another MAC and pings A2: no answer; back  |
 |                                        | to its own MAC, the ping answers again             |
 | a changed IP loses its traffic         | A1 takes another address of its subnet and pings   |
 |                                        | A2: no answer; back to its lease, it answers       |
-| nobody has a way out                   | no guest has a default route; the networks have no |
+| nobody has a route off the machine     | no guest has a default route; the networks have no |
 |                                        | ``<forward>`` (isolated)                           |
+| egress as the tenant's settings say    | B may leave its network: it ``ping``s its gateway  |
+|                                        | (the host) and is answered. A may not: its ping to |
+|                                        | its gateway gets nothing, until its owner turns    |
+|                                        | egress on (the API) and the running guest's filter |
+|                                        | changes: then it is answered                       |
 
 The only traffic is between the lab's guests and the host's own addresses on the lab's
 isolated bridges: nothing is sent to an address outside this machine.
@@ -34,6 +41,7 @@ import pytest
 
 from hypervisors.models import HostNetwork
 from tenants.scoping import scopes_disabled, tenant_scope
+from tenants.services import tenant_update
 from tests.e2e.lab import guest_address, guest_run, tail
 from tests.processes import wait_for
 from vdi.choices import DesktopState
@@ -52,6 +60,13 @@ def running(pool, count: int, worker) -> list[Desktop]:
         return desktops if len(desktops) == count else None
 
     return wait_for(ready, 180, lambda: f"{count} running desktops (worker log:\n{tail(worker)})")
+
+
+def answered_within(desktop: Desktop, address: str, timeout_s: float = 30) -> bool:
+    """A reach that must work: pings until one is answered. Just after a guest's lease,
+    libvirt applies its filter again with the learned address; a ping in between is lost."""
+    return wait_for(lambda: answers(desktop, address), timeout_s,
+                    f"{desktop.name} to be answered by {address}")
 
 
 def answers(desktop: Desktop, address: str) -> bool:
@@ -73,6 +88,7 @@ def reaches_through_the_host(desktop: Desktop, subnet: str, gateway: str, addres
 def test_a_tenants_desktops_reach_each_other_and_no_other_tenants(
         lab_pool, lab_image, other_tenant, users, worker, libvirt_conn, tenant):
     ours = lab_pool(min_ready=2, max_desktops=2)
+    tenant_update(tenant=other_tenant, actor=users["staff"], desktop_egress=True)
     with tenant_scope(other_tenant):
         theirs = pool_create(tenant=other_tenant, actor=users["outsider"], name="Lab B",
                              image=lab_image, memory_mb=160, protocol="spice", min_ready=1,
@@ -94,13 +110,17 @@ def test_a_tenants_desktops_reach_each_other_and_no_other_tenants(
         assert status == 0 and "default" not in routes, routes
 
     # A reaches A.
-    assert answers(a1, a2_ip)
-    assert answers(a2, a1_ip)
+    assert answered_within(a1, a2_ip)
+    assert answered_within(a2, a1_ip)
+
+    # B may leave its network: the host answers it. A may not: the host is out of reach.
+    gateway_b = str(next(ipaddress.ip_network(net_b.subnet).hosts()))
+    gateway_a = str(next(ipaddress.ip_network(net_a.subnet).hosts()))
+    assert answered_within(b, gateway_b)
+    assert not answers(a1, gateway_a)
 
     # B reaches neither desktop of A, nor A the desktop of B: not on layer 2, not through
     # the host.
-    gateway_b = str(next(ipaddress.ip_network(net_b.subnet).hosts()))
-    gateway_a = str(next(ipaddress.ip_network(net_a.subnet).hosts()))
     for address in (a1_ip, a2_ip):
         assert not reaches_on_layer_2(b, net_a.subnet, address)
         assert not reaches_through_the_host(b, net_a.subnet, gateway_b, address)
@@ -114,14 +134,18 @@ def test_a_tenants_desktops_reach_each_other_and_no_other_tenants(
     guest_run(a1, "ip link set eth0 address 52:54:00:de:ad:01")
     assert not answers(a1, a2_ip)
     guest_run(a1, f"ip link set eth0 address {own_mac}")
-    assert wait_for(lambda: answers(a1, a2_ip), 20, "A1 to answer again with its own MAC")
+    assert answered_within(a1, a2_ip)  # with its own MAC again
 
     # ... and with another IP address of its own subnet.
     spare = str(ipaddress.ip_network(net_a.subnet)[200])
     guest_run(a1, f"ifconfig eth0 {spare} netmask 255.255.255.0")
     assert not answers(a1, a2_ip)
     guest_run(a1, f"ifconfig eth0 {a1_ip} netmask 255.255.255.0")
-    assert wait_for(lambda: answers(a1, a2_ip), 20, "A1 to answer again with its lease")
+    assert answered_within(a1, a2_ip)  # with its lease again
+
+    # A's owner lets its desktops out: the running guests' filters change, the host answers.
+    tenant_update(tenant=tenant, actor=users["owner"], desktop_egress=True)
+    assert answered_within(a1, gateway_a, 60)
 
     # B's last desktop goes (with its pool): so does B's network on the host; A's stays.
     with tenant_scope(other_tenant):

@@ -14,8 +14,10 @@ from hypervisors.drivers import Unsupported
 from hypervisors.drivers.libvirt_driver import LibvirtDriver
 from hypervisors.models import Host, HostNetwork, TenantSegment
 from hypervisors.network_xml import (
+    TENANT_ONLY_FILTER,
     TRAFFIC_FILTER,
     NetworkSpec,
+    all_filters,
     build_filter_xml,
     build_network_xml,
 )
@@ -111,10 +113,14 @@ def test_a_tenants_desktops_share_its_own_filtered_network_on_the_host(
         assert interface.get("type") == "network"
         assert interface.find("source").get("network") == network.name
         filterref = interface.find("filterref")
-        assert filterref.get("filter") == TRAFFIC_FILTER
+        # No egress by default: the tenant's desktops are kept in their subnet.
+        assert filterref.get("filter") == TENANT_ONLY_FILTER
         params = {p.get("name"): p.get("value") for p in filterref.findall("parameter")}
         gateway = network.subnet.replace(".0/24", ".1")
-        assert params == {"CTRL_IP_LEARNING": "dhcp", "DHCPSERVER": gateway}
+        assert params == {"CTRL_IP_LEARNING": "dhcp", "DHCPSERVER": gateway,
+                          "GATEWAY": gateway, "SUBNET": network.subnet.split("/")[0],
+                          "PREFIX": "24"}
+    assert network.kind == "isolated"
 
 
 def test_two_tenants_never_share_a_network(make_pool, host, run_tasks, tenant, other_tenant,
@@ -250,10 +256,12 @@ def test_the_filter_is_defined_once_and_left_alone_after(db, host, monkeypatch):
 
     monkeypatch.setattr(LibvirtDriver, "_connection", lambda self: FakeConn())
     driver = LibvirtDriver("qemu+tls://kvm1.example.com/system")
-    driver.filter_ensure(TRAFFIC_FILTER, build_filter_xml())
-    driver.filter_ensure(TRAFFIC_FILTER, build_filter_xml())
+    for _check in range(2):
+        for name, xml in all_filters():
+            driver.filter_ensure(name, xml)
 
-    assert defined == [TRAFFIC_FILTER]
+    # Each once, every filter after the ones it refers to.
+    assert defined == [TRAFFIC_FILTER, "vdi-no-egress-v1", TENANT_ONLY_FILTER]
 
 
 def test_a_host_without_a_network_gives_its_desktops_no_interface(
@@ -267,3 +275,69 @@ def test_a_host_without_a_network_gives_its_desktops_no_interface(
     root = ET.fromstring(libvirt_conn.lookupByName(desktop.name).XMLDesc(0))
     assert root.findall("./devices/interface") == []
     assert not HostNetwork._base_manager.exists()
+
+
+def test_a_tenant_kept_in_reaches_its_subnet_and_dhcp_only_never_the_host():
+    chain_xml, root_xml = all_filters()[1][1], all_filters()[2][1]
+    chain = ET.fromstring(chain_xml)
+    assert chain.get("chain").startswith("ipv4")
+    assert int(chain.get("priority")) > -710  # after clean-traffic's no-ip-spoofing
+    rules = sorted(chain.findall("rule"), key=lambda rule: int(rule.get("priority")))
+    assert [(r.get("action"), r.get("direction"), r.find("ip").attrib) for r in rules] == [
+        ("return", "out", {"protocol": "udp", "dstportstart": "67", "dstportend": "67"}),
+        ("drop", "out", {"dstipaddr": "$GATEWAY"}),
+        ("return", "out", {"dstipaddr": "$SUBNET", "dstipmask": "$PREFIX"}),
+        ("drop", "out", {}),
+    ]
+    root = ET.fromstring(root_xml)
+    assert [ref.get("filter") for ref in root.findall("filterref")] == [
+        TRAFFIC_FILTER, chain.get("name")]
+
+
+def test_a_host_with_egress_makes_nat_networks(make_pool, host, run_tasks, tenant,
+                                               libvirt_conn):
+    Host.objects.filter(pk=host.pk).update(egress=True)
+
+    with run_tasks():
+        make_pool(min_ready=1)
+
+    network = HostNetwork._base_manager.get(host=host, tenant=tenant)
+    assert network.kind == "nat"
+    root = ET.fromstring(libvirt_conn.networkLookupByName(network.name).XMLDesc(0))
+    assert root.find("forward").get("mode") == "nat"
+
+
+def test_owners_let_their_desktops_out_and_the_filters_follow_on_running_desktops(
+        make_pool, host, run_tasks, tenant, users, api, libvirt_conn, monkeypatch):
+    with run_tasks():
+        pool = make_pool(min_ready=2)
+    applied = []
+    monkeypatch.setattr(LibvirtDriver, "interface_filter_set",
+                        lambda self, name, traffic_filter, params: applied.append(
+                            (name, traffic_filter, params)))
+
+    assert api("admin").patch("/api/v1/tenants/acme/", {"desktop_egress": True},
+                              format="json").status_code == 403
+    with run_tasks():
+        response = api("owner").patch("/api/v1/tenants/acme/", {"desktop_egress": True},
+                                      format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["desktop_egress"] is True
+
+    names = sorted(desktop.name for desktop in desktops_of(pool))
+    assert sorted(name for name, _f, _p in applied) == names
+    gateway = HostNetwork._base_manager.get(host=host, tenant=tenant).subnet.replace(
+        ".0/24", ".1")
+    assert {(f, tuple(sorted(p.items()))) for _n, f, p in applied} == {
+        (TRAFFIC_FILTER, (("CTRL_IP_LEARNING", "dhcp"), ("DHCPSERVER", gateway)))}
+
+    applied.clear()
+    with run_tasks():
+        api("owner").patch("/api/v1/tenants/acme/", {"desktop_egress": False}, format="json")
+    assert {f for _n, f, _p in applied} == {TENANT_ONLY_FILTER}
+    # A new desktop is defined with the current setting.
+    with run_tasks(), tenant_scope(tenant):
+        pool_update(pool=pool, actor=users["admin"], min_ready=3, max_desktops=3)
+    assert len(desktops_of(pool)) == 3
+    assert all(interface_of(libvirt_conn, d).find("filterref").get("filter")
+               == TENANT_ONLY_FILTER for d in desktops_of(pool))
