@@ -124,6 +124,7 @@ def seed_spares(conn, pool, hosts, count: int, define: bool = True) -> list[str]
     """``count`` running, unassigned desktops: rows, and (``define``) their domains defined
     from the product's domain XML and started in the test driver."""
     from hypervisors.domain_xml import build_domain_xml
+    from hypervisors.networks import tenant_network_ensure
     from tenants.scoping import scopes_disabled
     from vdi.models import Desktop
     from vdi.services import _domain_spec
@@ -136,8 +137,12 @@ def seed_spares(conn, pool, hosts, count: int, define: bool = True) -> list[str]
             for n in range(count)
         )
         if define:
+            # On the tenant's network of each host, as provisioning would put them.
+            attachments = {host.pk: tenant_network_ensure(host=host, tenant=pool.tenant)
+                           for host in hosts}
             for desktop in desktops:
-                xml = build_domain_xml(_domain_spec(desktop, f"/bench/{desktop.name}.qcow2"))
+                xml = build_domain_xml(_domain_spec(desktop, f"/bench/{desktop.name}.qcow2",
+                                                    attachments[desktop.host_id]))
                 conn.defineXML(xml).create()
     return [desktop.name for desktop in desktops]
 
