@@ -4,6 +4,7 @@ drops the cached connection, subscribers are told, and the next call reconnects.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import threading
@@ -23,11 +24,13 @@ PIDFILE = Path("/run/libvirtd.pid")
 SOCKET = Path("/run/libvirt/libvirt-sock")
 
 
-def restart_libvirtd() -> None:
+def restart_libvirtd(lab) -> None:
+    """Stop the lab's libvirtd and start it again as the lab does (its TLS listener and
+    configuration included: later tests use them)."""
     pid = int(PIDFILE.read_text())
     os.kill(pid, signal.SIGTERM)
     wait_for(lambda: not Path(f"/proc/{pid}").exists(), 30, "libvirtd to stop")
-    subprocess.run(["libvirtd", "-d"], check=True, timeout=30)
+    subprocess.run(shlex.split(lab["VDI_LAB_LIBVIRTD_CMD"]), check=True, timeout=30)
     wait_for(SOCKET.exists, 30, "libvirtd's socket")
 
 
@@ -39,7 +42,7 @@ def test_a_restarted_daemon_closes_the_connection_and_the_next_call_reconnects(l
     subscription = driver.subscribe(
         lambda event: closed.set() if event.kind == EventKind.CLOSED else None)
 
-    restart_libvirtd()
+    restart_libvirtd(lab)
 
     assert closed.wait(30), "the close callback never ran"
     assert libvirt_driver._connections.get(driver.uri) is not before
