@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import logging
-import socket
-import ssl
 import threading
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timezone
 from typing import Any, Callable
-from urllib.parse import parse_qsl, urlsplit
 
 import libvirt
 from django.conf import settings
@@ -31,6 +28,7 @@ from .base import (
     TransientDriverError,
     Unsupported,
 )
+from .tls_probe import tls_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -160,39 +158,6 @@ def _classify(error: libvirt.libvirtError) -> DriverError:
     return PermanentDriverError(message)
 
 
-# libvirt's TLS port, and its files when a qemu+tls:// URI names no pkipath (as root).
-_TLS_PORT = 16514
-_DEFAULT_PKI = ("/etc/pki/CA/cacert.pem", "/etc/pki/libvirt/clientcert.pem",
-                "/etc/pki/libvirt/private/clientkey.pem")
-_TLS_PROBE_TIMEOUT_S = 5
-
-
-def _tls_refusal(uri: str) -> str:
-    """Why a qemu+tls:// host's certificate fails verification (expired, issued to another
-    name, not signed by the CA), or an empty string when that cannot be told.
-
-    libvirt only logs its reason and reports "Failed to verify peer's certificate"; the same
-    handshake through OpenSSL, with the URI's CA, client certificate and host name, says which.
-    """
-    parts = urlsplit(uri)
-    if not parts.scheme.endswith("+tls") or not parts.hostname:
-        return ""
-    pkipath = dict(parse_qsl(parts.query)).get("pkipath")
-    ca, cert, key = ((f"{pkipath}/cacert.pem", f"{pkipath}/clientcert.pem",
-                      f"{pkipath}/clientkey.pem") if pkipath else _DEFAULT_PKI)
-    address = (parts.hostname, parts.port or _TLS_PORT)
-    try:
-        context = ssl.create_default_context(cafile=ca)
-        context.load_cert_chain(cert, key)
-        with socket.create_connection(address, timeout=_TLS_PROBE_TIMEOUT_S) as sock:
-            context.wrap_socket(sock, server_hostname=parts.hostname).close()
-    except ssl.SSLCertVerificationError as error:
-        return f"the certificate of {address[0]}:{address[1]} is refused: {error.verify_message}"
-    except (OSError, ValueError):
-        pass  # unreadable files, no answer, another TLS failure: libvirt's message stands
-    return ""
-
-
 def _find_volume(storage: libvirt.virStoragePool, name: str) -> libvirt.virStorageVol | None:
     try:
         return storage.storageVolLookupByName(name)
@@ -246,7 +211,7 @@ class LibvirtDriver:
                 conn = libvirt.open(self.uri)
             except libvirt.libvirtError as error:
                 classified = _classify(error)
-                reason = _tls_refusal(self.uri) if isinstance(classified, CertificateError) else ""
+                reason = tls_refusal(self.uri) if isinstance(classified, CertificateError) else ""
                 if reason:
                     classified = CertificateError(f"{classified}: {reason}")
                 raise classified from error
