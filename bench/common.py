@@ -40,7 +40,7 @@ TEST_URI = "test+unix:///default"
 PYTHON = sys.executable
 
 PRODUCT_ENV = {
-    "DJANGO_SETTINGS_MODULE": "vdi.settings",
+    "DJANGO_SETTINGS_MODULE": "config.settings",
     "VDI_ENV": "production",
     "SECRET_KEY": "benchmark-only-" + "x" * 50,
     "ALLOWED_HOSTS": "127.0.0.1,localhost",
@@ -283,7 +283,7 @@ def gunicorn(workers: int, threads: int, wait: bool = True) -> tuple[Service, st
     lock, then on the worker that sets the console password)."""
     port = free_port()
     service = Service("gunicorn", [
-        str(Path(PYTHON).parent / "gunicorn"), "vdi.wsgi:application",
+        str(Path(PYTHON).parent / "gunicorn"), "config.wsgi:application",
         "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
         "--worker-class", "gthread", "--threads", str(threads),
         "--backlog", "2048", "--timeout", "120", "--log-level", "warning",
@@ -307,7 +307,7 @@ def gunicorn(workers: int, threads: int, wait: bool = True) -> tuple[Service, st
 def celery_worker(name: str, queues: str, pool: str, concurrency: int,
                   wait: bool = True) -> Service:
     service = Service(f"worker-{name}", [
-        PYTHON, "-m", "celery", "-A", "vdi", "worker", "-Q", queues, f"--pool={pool}",
+        PYTHON, "-m", "celery", "-A", "config", "worker", "-Q", queues, f"--pool={pool}",
         f"--concurrency={concurrency}", "--without-gossip", "--without-mingle",
         "--without-heartbeat", "-n", f"{name}@%h", "-l", "info",
     ])

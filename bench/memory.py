@@ -41,7 +41,7 @@ def main() -> None:
 
     import requests
 
-    from vdi.tasks import idempotency_keys_expire_task
+    from core.tasks import idempotency_keys_expire_task
 
     web, base = gunicorn(2, 8, wait=False)
     worker = celery_worker("memory", "vdi,console", "prefork", 2, wait=False)

@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from vdi.adminutils import AuditedAdmin, ReadOnlyAdmin
+from tenants.adminutils import AuditedAdmin, ReadOnlyAdmin
 
 from .choices import LIVE_SESSION_STATES, EndReason
 from .models import ConnectionTicket, Session

@@ -1,6 +1,6 @@
 from django.db import models
 
-from vdi.statemachine import StateMachine
+from core.statemachine import StateMachine
 
 
 class SessionState(models.TextChoices):

@@ -17,8 +17,8 @@ from django.http import HttpResponse
 from django.utils.http import content_disposition_header
 
 from brokers.models import ConnectionTicket
-from vdi.api.renderers import VirtViewerRenderer
-from vdi.naming import single_line
+from core.api.renderers import VirtViewerRenderer
+from core.naming import single_line
 
 CONTENT_TYPE = VirtViewerRenderer.media_type
 # What a download's plain file name keeps of a name (a fallback for old browsers; the name

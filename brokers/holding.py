@@ -25,7 +25,7 @@ from tenants.models import Tenant
 from tenants.scoping import scopes_disabled
 from tenants.services import actor_role, tenant_require_active
 from vdi.choices import DesktopState
-from vdi.errors import Conflict, Forbidden
+from core.errors import Conflict, Forbidden
 from vdi.models import Desktop, Pool, PoolEntitlement
 
 from .choices import LIVE_SESSION_STATES, SessionState

@@ -7,7 +7,7 @@ from tenants.choices import ADMIN_ROLES
 from tenants.scoping import scopes_disabled
 from tenants.services import actor_role
 from vdi.choices import OperationKind, PoolKind
-from vdi.errors import Forbidden
+from core.errors import Forbidden
 from vdi.models import Desktop
 
 from .choices import EndReason

@@ -30,7 +30,7 @@ from vdi.choices import (
     OperationKind,
     PoolKind,
 )
-from vdi.errors import Conflict, ServiceError
+from core.errors import Conflict, ServiceError
 from vdi.models import Desktop, Operation, Pool
 from vdi.services import (
     desktop_claim_spare,
@@ -39,7 +39,7 @@ from vdi.services import (
     operation_create,
     pool_autoscale_enqueue,
 )
-from vdi.taskutils import send_on_commit
+from core.taskutils import send_on_commit
 
 from .choices import LIVE_SESSION_STATES, SESSION_MACHINE, EndReason, SessionState
 from .holding import READY_STATES, live_sessions, pool_access_require

@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from vdi.taskutils import platform_task
+from tenants.taskutils import platform_task
 
 from .services import sessions_expire
 from .tickets import console_revoke, ticket_apply

@@ -13,8 +13,8 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 
 from tenants.portal import page_of, poll_ms, tenant_page
 from vdi.choices import DesktopState
-from vdi.errors import ServiceError
-from vdi.security import csp_allows_console_proxy
+from core.errors import ServiceError
+from config.security import csp_allows_console_proxy
 from vdi.selectors import pool_list_for_user
 from vdi.views import dashboard_answer
 

@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from vdi.admin import DesktopInline
-from vdi.adminutils import AuditedAdmin, ReadOnlyAdmin
+from tenants.adminutils import AuditedAdmin, ReadOnlyAdmin
 
 from .models import Host, HostNetwork, TenantSegment
 from .services import (

@@ -19,7 +19,7 @@ from django.utils import timezone
 from tenants.audit import audit_record, audited
 from tenants.scoping import scopes_disabled
 from vdi.choices import DesktopState
-from vdi.errors import Conflict
+from core.errors import Conflict
 
 from .choices import HostState
 from .drivers import (

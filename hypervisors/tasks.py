@@ -1,4 +1,4 @@
-from vdi.taskutils import platform_task
+from tenants.taskutils import platform_task
 
 from .models import Host
 from .services import host_check

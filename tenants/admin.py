@@ -1,8 +1,9 @@
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 
-from vdi.adminutils import AuditedAdmin, ReadOnlyAdmin
-from vdi.errors import ServiceError
+from tenants.adminutils import AuditedAdmin, ReadOnlyAdmin
+from core.errors import ServiceError
+from core.models import IdempotentRequest
 
 from .choices import TenantStatus
 from .models import AuditEvent, Invitation, Membership, MonthlyUsage, Tenant, UsageEvent
@@ -150,3 +151,11 @@ class ApiTokenAdmin(ReadOnlyAdmin, admin.ModelAdmin):
 
     def delete_model(self, request, obj):
         api_token_revoke(token=obj, actor=request.user, reason=RevokeReason.ADMIN)
+
+
+@admin.register(IdempotentRequest)
+class IdempotentRequestAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+    list_display = ["key", "user", "status_code", "created_at"]
+    search_fields = ["key", "user__username"]
+    readonly_fields = ["user", "key", "fingerprint", "status_code", "response", "headers",
+                       "created_at"]

@@ -6,7 +6,13 @@ class TenantsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        # API tokens: every knox token gets its record, a new password revokes them all.
-        from . import tokens
+        from core import events as core_events
 
+        from . import receivers, tokens
+
+        core_events.api_request_refused.connect(receivers.on_api_request_refused,
+                                                dispatch_uid="tenants.api_request_refused")
+        core_events.log_context_requested.connect(receivers.log_context,
+                                                  dispatch_uid="tenants.log_context")
+        # API tokens: every knox token gets its record, a new password revokes them all.
         tokens.connect_receivers()

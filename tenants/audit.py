@@ -2,7 +2,7 @@
 
 Services record their mutations here, so the REST API, the portal, Django admin and tasks
 all get the same entries. Who, through what and from where come from the request or task
-(``vdi.context``); a service says what, to which object, and with which details. Refusals
+(``core.context``); a service says what, to which object, and with which details. Refusals
 and failures are recorded too. Secrets (console passwords, browser and API tokens, invite
 links) never go into an entry: ``audit_record`` refuses details that name one.
 """
@@ -17,9 +17,9 @@ from typing import Iterator
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import DatabaseError, models, transaction
 
-from vdi import context
-from vdi.errors import Forbidden, ServiceError
-from vdi.statemachine import IllegalTransition
+from core import context
+from core.errors import RECORDED, Forbidden, ServiceError
+from core.statemachine import IllegalTransition
 
 from .choices import AuditResult
 from .models import AuditEvent, Tenant
@@ -36,7 +36,6 @@ class _FromContext:
 FROM_CONTEXT = _FromContext()
 # Set on an exception once an entry records it, so that callers up the stack (an enclosing
 # ``audited`` block, the API's error handler) don't record it again.
-RECORDED = "_audit_recorded"
 SECRET_KEYS = frozenset({"password", "token", "key", "secret", "link"})
 
 

@@ -25,7 +25,7 @@ class AuditResult(models.TextChoices):
 
 
 class AuditSource(models.TextChoices):
-    """Through what the mutation came (``vdi.context.Source``)."""
+    """Through what the mutation came (``core.context.Source``)."""
 
     API = "api", "REST API"
     PORTAL = "portal", "Portal"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django import forms
 
-from vdi.errors import InvalidInput
+from core.errors import InvalidInput
 
 from .choices import Role
 

@@ -7,7 +7,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.utils import timezone
 
-from vdi.naming import validate_printable
+from core.naming import validate_printable
 
 from .choices import ADMIN_ROLES, AuditResult, AuditSource, Role, TenantStatus
 from .scoping import TenantScopedManager, TenantScopedQuerySet

@@ -9,7 +9,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 
-from vdi.errors import Forbidden, InvalidInput
+from core.errors import Forbidden, InvalidInput
 
 from .audit import audit_failure
 from .resolution import activate_tenant

@@ -7,7 +7,7 @@ import logging
 from django.db import transaction
 from django.db.models import Count, Sum
 
-from vdi.errors import Conflict, Forbidden, InvalidInput, QuotaExceeded
+from core.errors import Conflict, Forbidden, InvalidInput, QuotaExceeded
 
 from .audit import audited
 from .choices import Role, TenantStatus

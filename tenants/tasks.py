@@ -1,4 +1,4 @@
-from vdi.taskutils import platform_task
+from tenants.taskutils import platform_task
 
 from .usage import usage_aggregate
 

@@ -21,7 +21,7 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from vdi.disclosure import audit_details_for
-from vdi.errors import InvalidInput, ServiceError
+from core.errors import InvalidInput, ServiceError
 
 from .forms import MemberAddForm, MemberRoleForm
 from .models import Invitation, InvitationState

@@ -15,7 +15,7 @@ from hypervisors.models import Host
 from tenants.choices import Role
 from tenants.scoping import scopes_disabled, tenant_scope
 from tenants.services import membership_add, tenant_create
-from vdi import celery_app
+from config import celery_app
 from vdi.models import Desktop, Image
 from vdi.services import pool_create
 

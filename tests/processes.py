@@ -12,7 +12,7 @@ from pathlib import Path
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[1]
-CELERY = [sys.executable, "-m", "celery", "-A", "vdi"]
+CELERY = [sys.executable, "-m", "celery", "-A", "config"]
 
 
 def database_url() -> str:

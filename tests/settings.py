@@ -14,7 +14,7 @@ _run = os.getpid() % 64
 os.environ.setdefault("VDI_TENANT_NETWORK_NAME", f"vdi-r{_run}t")
 os.environ.setdefault("VDI_TENANT_NETWORK_RANGE", f"10.{64 + _run}.0.0/16")
 
-from vdi.settings import *  # noqa: E402,F401,F403
+from config.settings import *  # noqa: E402,F401,F403
 
 # Hashing cost is a security setting; tests log in hundreds of times and don't measure it.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -18,7 +18,7 @@ from brokers.proxy import ConsoleTokenPlugin
 from tenants.scoping import scopes_disabled
 from tests.api.test_slice import connect
 from tests.conftest import PASSWORD
-from vdi.logformat import JsonFormatter
+from core.logformat import JsonFormatter
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
 from django.contrib import admin, messages
 
-from .adminutils import AuditedAdmin, LimitedInlineFormSet, ReadOnlyAdmin
+from tenants.adminutils import AuditedAdmin, LimitedInlineFormSet, ReadOnlyAdmin
 from .choices import POWER_OPERATIONS_FROM, OperationKind
-from .errors import ServiceError
-from .models import Desktop, IdempotentRequest, Image, Operation, Pool, PoolEntitlement
+from core.errors import ServiceError
+from .models import Desktop, Image, Operation, Pool, PoolEntitlement
 from .selectors import pool_list_for_user
 from .services import (
     desktop_power,
@@ -187,11 +187,3 @@ class PoolEntitlementAdmin(AuditedAdmin, admin.ModelAdmin):
     def delete_model(self, request, obj):
         super().delete_model(request, obj)
         pool_entitlements_changed(pool=obj.pool, actor=request.user)
-
-
-@admin.register(IdempotentRequest)
-class IdempotentRequestAdmin(ReadOnlyAdmin, admin.ModelAdmin):
-    list_display = ["key", "user", "status_code", "created_at"]
-    search_fields = ["key", "user__username"]
-    readonly_fields = ["user", "key", "fingerprint", "status_code", "response", "headers",
-                       "created_at"]

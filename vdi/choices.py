@@ -1,6 +1,6 @@
 from django.db import models
 
-from .statemachine import StateMachine
+from core.statemachine import StateMachine
 
 
 class PoolKind(models.TextChoices):

@@ -7,7 +7,7 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
-from .limits import TICKET_TTL_MAX_S, TICKET_TTL_MIN_S
+from core.limits import TICKET_TTL_MAX_S, TICKET_TTL_MIN_S
 from .models import Image, Pool
 from .selectors import image_list_available
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .tasks import desktops_traffic_filter_apply_task
-from .taskutils import send_on_commit
+from core.taskutils import send_on_commit
 
 
 def on_tenant_egress_changed(sender, *, tenant, **kwargs) -> None:

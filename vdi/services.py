@@ -52,10 +52,10 @@ from .choices import (
 )
 from .choices import OperationState as OpState
 from . import events
-from .errors import Conflict, InvalidInput
-from .metrics import OPERATION_FAILURES, OPERATION_SECONDS, observe_seconds
-from .models import Desktop, IdempotentRequest, Image, Operation, Pool
-from .taskutils import send_on_commit
+from core.errors import Conflict, InvalidInput
+from config.metrics import OPERATION_FAILURES, OPERATION_SECONDS, observe_seconds
+from .models import Desktop, Image, Operation, Pool
+from core.taskutils import send_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -657,13 +657,6 @@ def operations_reap() -> int:
             operation_run_task.delay(str(operation_id))
             reaped += 1
     return reaped
-
-
-def idempotency_keys_expire() -> int:
-    """Forget Idempotency-Keys older than IDEMPOTENCY_TTL_H hours."""
-    cutoff = timezone.now() - timedelta(hours=settings.VDI["IDEMPOTENCY_TTL_H"])
-    deleted, _ = IdempotentRequest.objects.filter(created_at__lt=cutoff).delete()
-    return deleted
 
 
 # --- storm control: at most max_concurrent_boots starts in flight per host -----------------

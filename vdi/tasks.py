@@ -8,12 +8,11 @@ from tenants.models import Tenant
 from .services import (
     WAITING,
     desktops_traffic_filter_apply,
-    idempotency_keys_expire,
     operation_run,
     operations_reap,
     pool_autoscale,
 )
-from .taskutils import platform_task
+from tenants.taskutils import platform_task
 
 
 # ignore_result: nobody waits for these results, and with Redis as the result store a send
@@ -51,11 +50,6 @@ def pools_autoscale_task(**_kwargs) -> None:
 @platform_task("vdi.operations_reap")
 def operations_reap_task(**_kwargs) -> int:
     return operations_reap()
-
-
-@platform_task("vdi.idempotency_keys_expire")
-def idempotency_keys_expire_task(**_kwargs) -> int:
-    return idempotency_keys_expire()
 
 
 @platform_task("vdi.desktops_traffic_filter_apply", acks_late=True, ignore_result=True)

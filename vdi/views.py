@@ -12,9 +12,9 @@ from tenants.selectors import tenant_list_for_user
 
 from .choices import CHANGING_DESKTOP_STATES, POWER_OPERATIONS_FROM, OperationKind
 from .disclosure import desktop_error_for, operation_error_for, pool_provisioning_problem
-from .errors import ServiceError
+from core.errors import ServiceError
 from .forms import PoolForm
-from .health import readiness
+from config.health import readiness
 from .models import Pool
 from .selectors import desktop_list_for_user, operation_list_for_tenant, pool_list_for_user
 from .services import desktop_power, pool_create, pool_delete, pool_update

@@ -3,7 +3,7 @@
 from django_filters import rest_framework as filters
 
 from brokers.models import Session
-from vdi.api.filters import ListFilterSet, choice_filter, scoped
+from core.api.filters import ListFilterSet, choice_filter, scoped
 from vdi.models import Desktop, Pool
 
 

@@ -12,11 +12,11 @@ from brokers.models import Session
 from brokers.selectors import session_list_for_user
 from brokers.services import session_end
 from brokers.tickets import IssuedTicket, console_file_ticket_issue, ticket_issue
-from vdi.api.idempotency import IdempotentMixin
+from core.api.idempotency import IdempotentMixin
 from tenants.api.base import ScopedQuerysetMixin, TenantScopedMixin
-from vdi.api.exceptions import error_response
-from vdi.api.renderers import FileErrorsAsJSONMixin, VirtViewerRenderer
-from vdi.api.throttling import TenantThrottleMixin
+from core.api.exceptions import error_response
+from core.api.renderers import FileErrorsAsJSONMixin, VirtViewerRenderer
+from core.api.throttling import TenantThrottleMixin
 
 from .filters import SessionFilter
 from .serializers import PendingSerializer, SessionSerializer, TicketSerializer
@@ -83,7 +83,7 @@ class SessionViewSet(IdempotentMixin, TenantThrottleMixin, TenantScopedMixin, Sc
         session = self.get_object()
         return ticket_or_pending(request, session, ticket_issue(session=session, user=request.user))
 
-    # Routed by hand in vdi/api/urls.py: the SPEC's path has no trailing slash.
+    # Routed by hand in config/api_urls.py: the SPEC's path has no trailing slash.
     @extend_schema(responses={(200, CONTENT_TYPE): OpenApiTypes.STR})
     def console_vv(self, request, tenant_slug, pk):
         session = self.get_object()

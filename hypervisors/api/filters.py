@@ -1,7 +1,7 @@
 """Filters of the hosts list (see vdi/api/filters.py for the conventions)."""
 
 from hypervisors.models import Host
-from vdi.api.filters import ListFilterSet, StrictBooleanFilter, choice_filter
+from core.api.filters import ListFilterSet, StrictBooleanFilter, choice_filter
 
 
 class HostFilter(ListFilterSet):

@@ -13,7 +13,7 @@ from hypervisors.services import (
     host_usage,
 )
 from tenants.api.base import IsStaff
-from vdi.api.idempotency import IdempotentMixin
+from core.api.idempotency import IdempotentMixin
 
 from .filters import HostFilter
 from .serializers import HostSerializer

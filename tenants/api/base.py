@@ -5,7 +5,7 @@ from __future__ import annotations
 from rest_framework import permissions
 
 from tenants.resolution import TenantAccess, activate_tenant
-from vdi.errors import Forbidden
+from core.errors import Forbidden
 
 
 class TenantScopedMixin:

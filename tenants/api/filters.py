@@ -7,7 +7,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from tenants.models import INVITATION_STATES, Invitation, InvitationState, Membership, Tenant
-from vdi.api.filters import ListFilterSet, choice_filter
+from core.api.filters import ListFilterSet, choice_filter
 
 
 class TenantFilter(ListFilterSet):

@@ -17,11 +17,11 @@ from rest_framework.views import APIView
 from tenants.choices import AuditResult, AuditSource
 from tenants.models import AuditEvent
 from tenants.usage import usage_for_month
-from vdi.api.filters import ListFilterSet, choice_filter
-from vdi.api.renderers import CSVRenderer, FileErrorsAsJSONMixin
-from vdi.api.throttling import TenantThrottleMixin
+from core.api.filters import ListFilterSet, choice_filter
+from core.api.renderers import CSVRenderer, FileErrorsAsJSONMixin
+from core.api.throttling import TenantThrottleMixin
 from vdi.disclosure import audit_details_for
-from vdi.errors import Forbidden, InvalidInput
+from core.errors import Forbidden, InvalidInput
 
 from .base import ScopedQuerysetMixin, TenantScopedMixin
 

@@ -11,10 +11,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from tenants.tokens import ApiToken, api_token_create, api_token_list, api_token_revoke
-from vdi.api.filters import ListFilterSet
-from vdi.api.idempotency import IdempotentMixin
-from vdi.api.throttling import AnonRateThrottle, LoginRateThrottle
-from vdi.errors import InvalidInput
+from core.api.filters import ListFilterSet
+from core.api.idempotency import IdempotentMixin
+from core.api.throttling import AnonRateThrottle, LoginRateThrottle
+from core.errors import InvalidInput
 
 from .authentication import TokenAuthentication
 
@@ -54,7 +54,7 @@ class TokenView(APIView):
         credentials = TokenCredentials(data=request.data)
         credentials.is_valid(raise_exception=True)
         name = credentials.validated_data.pop("name", "")
-        # Django's request, so the login lockout (vdi/security.py) can flag it for its answer.
+        # Django's request, so the login lockout (config/security.py) can flag it for its answer.
         user = authenticate(request._request, **credentials.validated_data)
         if user is None or not user.is_active:
             raise InvalidInput("Unable to log in with these credentials.", code="invalid_credentials")

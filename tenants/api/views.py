@@ -17,9 +17,9 @@ from tenants.members import (
     membership_update_role,
 )
 from tenants.services import tenant_create, tenant_set_status, tenant_update
-from vdi.api.idempotency import IdempotentMixin
-from vdi.api.throttling import TenantThrottleMixin
-from vdi.errors import Forbidden
+from core.api.idempotency import IdempotentMixin
+from core.api.throttling import TenantThrottleMixin
+from core.errors import Forbidden
 
 from .base import ScopedQuerysetMixin, TenantScopedMixin
 from .filters import InvitationFilter, MembershipFilter, MyInvitationFilter, TenantFilter

@@ -47,7 +47,7 @@ from tenants.scoping import scopes_disabled, tenant_scope
 from tenants.audit import audit_record
 from tenants.tokens import api_token_create
 from tests.api.contract import World
-from vdi import celery_app
+from config import celery_app
 from vdi.models import Desktop, Operation
 
 # Hypothesis keeps caches of its own in a directory: the test data directory, not the work tree.

@@ -5,8 +5,9 @@ from __future__ import annotations
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from tenants.scoping import scopes_disabled
-from vdi.api.idempotency import IdempotentMixin
-from vdi.models import IdempotentRequest, Operation
+from core.api.idempotency import IdempotentMixin
+from core.models import IdempotentRequest
+from vdi.models import Operation
 
 
 def power(client, desktop, kind="reboot", key="k-1"):

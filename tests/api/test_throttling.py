@@ -14,7 +14,7 @@ from django.core.cache.backends.redis import RedisCache
 from rest_framework.test import APIClient
 
 from tests.conftest import PASSWORD
-from vdi.api import throttling
+from core.api import throttling
 
 from .test_slice import assert_error
 
@@ -224,7 +224,7 @@ def test_throttle_rates_from_the_environment_are_checked(tmp_path, env, ok):
             "print(settings.REST_FRAMEWORK['DEFAULT_THROTTLE_RATES'])")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, timeout=120,
-                            env={**clean, "DJANGO_SETTINGS_MODULE": "vdi.settings"})
+                            env={**clean, "DJANGO_SETTINGS_MODULE": "config.settings"})
     if ok:
         assert result.returncode == 0, result.stderr
         assert "'user': '120/min'" in result.stdout and "'login': None" in result.stdout

@@ -34,7 +34,7 @@ from tests.brokers.proxy_helpers import (
     ws_handshake,
 )
 from tests.processes import wait_for
-from vdi import settings as project_settings
+from config import settings as project_settings
 
 HANDSHAKE_TIMEOUT_S = 2
 

@@ -19,7 +19,7 @@ from tenants.models import Tenant
 from tenants.scoping import scopes_disabled, tenant_scope
 from tests.api.test_slice import connect
 from vdi.models import Desktop, Pool
-from vdi.naming import single_line
+from core.naming import single_line
 
 CA = "-----BEGIN CERTIFICATE-----\nMIIBxTCCAW\nAbCd==\n-----END CERTIFICATE-----\n"
 

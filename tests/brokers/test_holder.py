@@ -20,7 +20,7 @@ from tenants.services import membership_add, tenant_set_status
 from tests.api.test_slice import assert_error, connect
 from vdi.choices import DesktopState, OnLogoff, OperationKind, PoolKind
 from hypervisors.drivers import DriverError
-from vdi.errors import Conflict, Forbidden, QuotaExceeded
+from core.errors import Conflict, Forbidden, QuotaExceeded
 from vdi.models import Desktop, PoolEntitlement
 from vdi.services import desktop_power, pool_update
 

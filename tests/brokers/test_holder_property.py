@@ -53,7 +53,7 @@ from tenants.selectors import quota_usage
 from tenants.members import membership_remove
 from tenants.services import membership_add, tenant_create, tenant_set_status
 from vdi.choices import DesktopState, OnLogoff, OperationKind, OperationState, PoolKind
-from vdi.errors import ServiceError
+from core.errors import ServiceError
 from vdi.models import Desktop, Operation, Pool
 from vdi.services import desktop_power, pool_autoscale, pool_create, pool_update
 

@@ -184,7 +184,7 @@ class WebServer:
 def web_server(tmp_path: Path, env: dict[str, str] | None = None):
     """gunicorn with two sync workers, as production runs the portal."""
     port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "vdi.wsgi:application", "--bind",
+    command = [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind",
                f"127.0.0.1:{port}", "--workers", "2", "--timeout", "60", "--chdir", str(ROOT)]
     with running(command, tmp_path / "web.log", "Booting worker", env) as log:
         server = WebServer(url=f"http://127.0.0.1:{port}", log=log)

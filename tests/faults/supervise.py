@@ -2,7 +2,7 @@
 production; SIGTERM stops the command and the supervisor. Each restart is announced on
 stdout, so a test can tell that one happened.
 
-    python -m tests.faults.supervise celery -A vdi worker ...
+    python -m tests.faults.supervise celery -A config worker ...
 """
 
 import signal

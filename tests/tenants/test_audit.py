@@ -25,8 +25,9 @@ from tests.api import (test_contract_desktops, test_contract_hosts, test_contrac
                        test_contract_tenants)
 from tests.api.contract import World
 from tests.conftest import PASSWORD
-from vdi import context, services
-from vdi.errors import Conflict
+from core import context
+from vdi import services
+from core.errors import Conflict
 from vdi.models import Desktop, Pool
 
 CONTRACTS = [contract_class() for contract_class in (

@@ -9,7 +9,7 @@ import pytest
 
 from tenants.models import AuditEvent
 from tenants.audit import audit_record
-from vdi.api.renderers import CSVRenderer, csv_cell
+from core.api.renderers import CSVRenderer, csv_cell
 
 FORMULAS = ["=HYPERLINK(\"http://evil.example.com\",\"x\")", "+1+1", "-2+3", "@SUM(A1:A2)",
             "\tcmd", "\r=1"]

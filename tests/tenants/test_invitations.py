@@ -18,7 +18,7 @@ from tenants.members import invitation_accept, membership_invite
 from tenants.services import membership_add
 from tests.api.test_slice import assert_error
 from tests.conftest import PASSWORD
-from vdi.errors import Forbidden
+from core.errors import Forbidden
 
 MEMBERS = "/api/v1/tenants/acme/members/"
 INVITATIONS = "/api/v1/tenants/acme/invitations/"

@@ -13,10 +13,10 @@ from tenants.scoping import (
 )
 from vdi.models import Image, Pool
 
-PROJECT_APPS = ("tenants", "hypervisors", "vdi", "brokers")
+PROJECT_APPS = ("core", "tenants", "hypervisors", "vdi", "brokers")
 # Owned by the platform (shared by every tenant) or by a user, never by one tenant.
 PLATFORM_MODELS = {"tenants.Tenant", "tenants.ApiToken", "hypervisors.Host",
-                   "vdi.IdempotentRequest"}
+                   "core.IdempotentRequest"}
 
 
 def project_models():

@@ -15,7 +15,7 @@ from tenants.models import AuditEvent, Tenant
 from tenants.scoping import scopes_disabled
 from tenants.services import tenant_create
 from tests.api.test_slice import assert_error
-from vdi import settings as project_settings
+from config import settings as project_settings
 
 ACME = "/api/v1/tenants/acme/"
 QUOTAS = ("max_desktops", "max_vcpus", "max_memory_mb", "max_sessions")

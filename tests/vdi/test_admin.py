@@ -161,7 +161,7 @@ def test_the_host_page_lists_its_desktops_read_only(admin_client, make_pool, hos
 
 def test_desktop_inlines_show_at_most_the_newest_fifty(admin_client, make_pool, host,
                                                        run_tasks):
-    from vdi.adminutils import LimitedInlineFormSet
+    from tenants.adminutils import LimitedInlineFormSet
 
     with run_tasks():
         pool = make_pool(min_stopped=3, max_desktops=5)

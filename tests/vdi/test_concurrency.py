@@ -23,7 +23,7 @@ from tenants.scoping import scopes_disabled, tenant_scope
 from tenants.services import membership_add
 from tests.processes import celery_worker, wait_for
 from vdi.choices import DesktopState, OperationKind, OperationState
-from vdi.errors import Conflict, QuotaExceeded
+from core.errors import Conflict, QuotaExceeded
 from vdi.models import Desktop, Operation
 from vdi.services import desktop_claim_spare, desktop_power, operation_run
 from vdi.tasks import operation_run_task

@@ -3,7 +3,7 @@
 import pytest
 from django.test import RequestFactory, override_settings
 
-from vdi import context
+from core import context
 
 
 def _run(path="/api/v1/tenants/", **meta):

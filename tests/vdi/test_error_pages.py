@@ -8,7 +8,7 @@ from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
 
 from tests.conftest import PASSWORD
-from vdi import errorpages
+from config import errorpages
 
 
 def test_404_has_the_portals_look_and_navigation(client, users):
@@ -48,7 +48,7 @@ def test_500_renders_without_the_request_context_or_the_database(db):
 
 
 def test_500_shows_the_request_id_for_support():
-    from vdi import context
+    from core import context
 
     with context.bind(request_id="req-1234"):
         response = errorpages.server_error(RequestFactory().get("/"))
@@ -73,11 +73,11 @@ def test_an_unknown_api_url_is_json(client, db):
 
 
 def test_error_pages_are_wired_in_the_urlconf():
-    from vdi import urls
+    from config import urls
 
-    assert urls.handler403 == "vdi.errorpages.permission_denied"
-    assert urls.handler404 == "vdi.errorpages.page_not_found"
-    assert urls.handler500 == "vdi.errorpages.server_error"
+    assert urls.handler403 == "config.errorpages.permission_denied"
+    assert urls.handler404 == "config.errorpages.page_not_found"
+    assert urls.handler500 == "config.errorpages.server_error"
 
 
 def test_a_refused_csrf_token_gets_the_portals_look(users):

@@ -1,7 +1,7 @@
 """/healthz says the process is alive; /readyz whether it can serve: database, broker, a host."""
 
 from hypervisors.models import Host
-from vdi import health
+from config import health
 
 
 def test_healthz_needs_nothing(client, db):
@@ -27,7 +27,7 @@ def test_not_ready_without_a_host_up(client, host):
 
 
 def test_not_ready_when_the_broker_does_not_answer(client, host, settings, monkeypatch):
-    from vdi.celery import app
+    from config.celery import app
 
     monkeypatch.setattr(app.conf, "broker_url", "redis://127.0.0.1:9/0")  # nothing listens
 

@@ -12,7 +12,7 @@ import pytest
 
 from tests.api.test_slice import connect
 from tests.vdi.test_settings import ROOT
-from vdi.logformat import JsonFormatter
+from core.logformat import JsonFormatter
 
 FIELDS = {"time", "level", "logger", "message", "request_id", "source", "tenant", "user",
           "client"}
@@ -73,7 +73,7 @@ def test_production_logs_json_and_the_demo_plain_lines(tmp_path, profile, expect
     script = ("import django, logging; django.setup();"
               " logging.getLogger('vdi.test').warning('hello')")
     env = {"PATH": "/usr/bin:/bin", "VDI_ENV": profile, "VDI_DATA_DIR": str(tmp_path),
-           "SECRET_KEY": "x" * 60, "DJANGO_SETTINGS_MODULE": "vdi.settings"}
+           "SECRET_KEY": "x" * 60, "DJANGO_SETTINGS_MODULE": "config.settings"}
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

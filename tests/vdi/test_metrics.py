@@ -20,9 +20,9 @@ from tenants.scoping import scopes_disabled, tenant_scope
 from tests.api.test_slice import connect
 from tests.processes import celery_worker, running, wait_for
 from tests.vdi.test_settings import ROOT
-from vdi import celery_app
+from config import celery_app
 from vdi.choices import OperationState
-from vdi.metrics import OPERATION_SECONDS
+from config.metrics import OPERATION_SECONDS
 from vdi.models import Desktop, Operation
 from vdi.services import desktop_create, operation_run
 
@@ -64,7 +64,7 @@ def test_a_scripted_scenario_shows_in_the_metrics(client, api, ready_pool, tenan
         while operation_run(operation_id=operation.id) == OperationState.PENDING:
             pass
     Host.objects.filter(pk=host.pk).update(enabled=True)
-    celery_app.send_task("vdi.idempotency_keys_expire", queue="vdi")  # one waiting task
+    celery_app.send_task("core.idempotency_keys_expire", queue="vdi")  # one waiting task
     try:
         after = scrape(client)
     finally:
@@ -189,7 +189,7 @@ def test_probes_and_metrics_are_not_redirected_to_https(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                             text=True, timeout=120,
-                            env={**env, "DJANGO_SETTINGS_MODULE": "vdi.settings"})
+                            env={**env, "DJANGO_SETTINGS_MODULE": "config.settings"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["200", "403", "301"]  # /metrics: answered, refused
 

@@ -12,7 +12,7 @@ from tests.api.test_slice import assert_error
 from tests.vdi.test_portal_pools import NEW, form_data, pools  # noqa: F401 (a fixture)
 from vdi.choices import DesktopState
 from vdi.models import Desktop, Image, Pool
-from vdi.naming import single_line, validate_printable
+from core.naming import single_line, validate_printable
 
 POOLS = "/api/v1/tenants/acme/pools/"
 UNPRINTABLE = ["Office\nB", "Office\rB", "Tab\there", "nul\x00", "bell\x07", "del\x7f",

@@ -5,7 +5,7 @@ import pytest
 from hypervisors.drivers import driver_for
 from tenants.scoping import scopes_disabled, tenant_scope
 from vdi.choices import DesktopState, OperationState
-from vdi.errors import Conflict, QuotaExceeded
+from core.errors import Conflict, QuotaExceeded
 from vdi.models import Desktop, Operation
 from vdi.services import (
     desktop_claim_spare,

@@ -56,7 +56,7 @@ def test_production_security_settings(tmp_path):
               " s.AXES_FAILURE_LIMIT, sep='|')")
     env = {k: v for k, v in os.environ.items() if k not in {"DJANGO_SETTINGS_MODULE", "VDI_ENV"}}
     env.update(VDI_ENV="production", VDI_DATA_DIR=str(tmp_path), SECRET_KEY="x" * 60,
-               ALLOWED_HOSTS="vdi.example.com", DJANGO_SETTINGS_MODULE="vdi.settings")
+               ALLOWED_HOSTS="vdi.example.com", DJANGO_SETTINGS_MODULE="config.settings")
     env.pop("LOG_FORMAT", None)
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=120)

@@ -4,7 +4,7 @@ from brokers.choices import SESSION_MACHINE, SessionState
 from tenants.scoping import tenant_scope
 from vdi.choices import DESKTOP_MACHINE, OPERATION_MACHINE, DesktopState, OperationState
 from vdi.models import Desktop
-from vdi.statemachine import IllegalTransition
+from core.statemachine import IllegalTransition
 
 
 def test_desktop_lifecycle_path_is_allowed():

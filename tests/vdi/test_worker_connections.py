@@ -1,12 +1,12 @@
 """Workers keep a good database connection between tasks and replace a broken one, as Django
-does between requests (vdi/celery.py), instead of reconnecting for every task."""
+does between requests (config/celery.py), instead of reconnecting for every task."""
 
 import pytest
 from celery.fixups.django import DjangoWorkerFixup
 from celery.signals import task_postrun, task_prerun
 from django.db import connection
 
-from vdi.celery import app
+from config.celery import app
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -4,7 +4,7 @@ from rest_framework import serializers
 from vdi.disclosure import desktop_error_for, operation_error_for, pool_provisioning_problem
 from vdi.models import Desktop, Image, Operation, Pool
 
-from .fields import ScopedPrimaryKeyRelatedField
+from core.api.fields import ScopedPrimaryKeyRelatedField
 
 
 class ImageSerializer(serializers.ModelSerializer):

@@ -6,8 +6,8 @@ from rest_framework.response import Response
 from brokers.api.views import CONNECT_RESPONSES, pending_response, ticket_or_pending
 from brokers.services import session_connect, session_takeover
 from tenants.api.base import IsStaff, ScopedQuerysetMixin, TenantScopedMixin
-from vdi.api.idempotency import IdempotentMixin
-from vdi.api.throttling import TenantThrottleMixin
+from core.api.idempotency import IdempotentMixin
+from core.api.throttling import TenantThrottleMixin
 from tenants.scoping import scopes_disabled
 from vdi.choices import OperationKind
 from vdi.models import Desktop, Image, Operation, Pool

@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 from prometheus_client import make_wsgi_app
 
 from brokers.management.commands.console_proxy import parse_listen
-from vdi.metrics import address_allowed, event_registry, token_valid
+from config.metrics import address_allowed, event_registry, token_valid
 
 
 class _QuietHandler(WSGIRequestHandler):

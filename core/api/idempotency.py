@@ -17,8 +17,8 @@ from django.http.request import RawPostDataException
 from rest_framework.response import Response
 from rest_framework.utils.encoders import JSONEncoder
 
-from vdi.errors import Conflict, InvalidInput
-from vdi.models import IdempotentRequest
+from core.errors import Conflict, InvalidInput
+from core.models import IdempotentRequest
 
 HEADER = "Idempotency-Key"
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -4,7 +4,7 @@ from celery import Celery
 from celery.signals import (after_setup_logger, after_setup_task_logger, before_task_publish,
                             task_postrun, task_prerun)
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "vdi.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("vdi")
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -19,7 +19,7 @@ def _log_json(logger, **_kwargs):
     from django.conf import settings
 
     if settings.LOG_FORMAT == "json":
-        from vdi.logformat import JsonFormatter
+        from core.logformat import JsonFormatter
 
         for handler in logger.handlers:
             handler.setFormatter(JsonFormatter())
@@ -29,8 +29,8 @@ def _log_json(logger, **_kwargs):
 def _carry_request_id(headers=None, **_kwargs):
     """A task carries the id of the web request that caused it (through any tasks in
     between): workers log it as ``origin_request_id`` beside their own task id."""
-    from vdi import context
-    from vdi.logformat import origin_request_id
+    from core import context
+    from core.logformat import origin_request_id
 
     origin = origin_request_id() or context.current().request_id
     if origin and headers is not None:

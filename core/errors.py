@@ -2,6 +2,24 @@
 
 from __future__ import annotations
 
+from django.http import JsonResponse
+
+# Set on an exception once the audit trail has it, so that it is recorded only once.
+RECORDED = "_audit_recorded"
+
+
+def envelope(code: str, message: str, details: dict | None = None) -> dict:
+    """The one error envelope of every API answer (SPEC §4)."""
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def api_error(request, status: int, code: str, message: str, details: dict | None = None):
+    """The API's error envelope for an answer made outside DRF (error pages, the login
+    lockout), or None for a request that is not the API's."""
+    if not request.path.startswith("/api/"):
+        return None
+    return JsonResponse(envelope(code, message, details), status=status)
+
 
 class ServiceError(Exception):
     status = 400

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db.models import Sum
 from django.shortcuts import render
 
-from .errorpages import api_error
+from core.errors import api_error
 
 
 # --- login lockout ----------------------------------------------------------------------------

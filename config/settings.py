@@ -22,7 +22,7 @@ DEVELOPMENT = VDI_ENV in {"demo", "test"}
 DATA_DIR = Path(os.environ.get("VDI_DATA_DIR", BASE_DIR / "var"))
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
-# Prometheus multiprocess mode (vdi/metrics.py): the web and worker processes of one machine
+# Prometheus multiprocess mode (config/metrics.py): the web and worker processes of one machine
 # write their metrics into one folder, which /metrics adds up. prometheus_client reads the
 # variable when it is first imported, after the settings.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(DATA_DIR / "prometheus"))
@@ -65,17 +65,19 @@ INSTALLED_APPS = [
     "django_prometheus",
     "axes",
     "csp",
+    "core",
     "tenants",
     "hypervisors",
     "vdi",
     "brokers",
+    "config",
 ]
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
-    "vdi.context.RequestContextMiddleware",  # request id, source and address (audit, logs)
+    "core.context.RequestContextMiddleware",  # request id, source and address (audit, logs)
     "django.middleware.security.SecurityMiddleware",
-    "vdi.security.ContentSecurityPolicyMiddleware",
+    "config.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -88,8 +90,8 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
-ROOT_URLCONF = "vdi.urls"
-WSGI_APPLICATION = "vdi.wsgi.application"
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
 
 TEMPLATES = [
     {
@@ -101,7 +103,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "tenants.context_processors.tenancy",
+                "config.context_processors.tenancy",
             ],
         },
     },
@@ -135,7 +137,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 AUTHENTICATION_BACKENDS = [
-    "vdi.security.LoginLockoutBackend",  # refuses locked-out logins (django-axes)
+    "config.security.LoginLockoutBackend",  # refuses locked-out logins (django-axes)
     "django.contrib.auth.backends.ModelBackend",
 ]
 LOGIN_URL = "login"
@@ -195,18 +197,18 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "vdi.api.filters.ListPagination",  # LimitOffset, max 500
+    "DEFAULT_PAGINATION_CLASS": "core.api.filters.ListPagination",  # LimitOffset, max 500
     "PAGE_SIZE": 50,
     # Each list's FilterSet is in its app's api/filters.py; ``?ordering=`` takes the view's
     # ordering_fields. Both answer 400 to a value they can't use.
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
-        "vdi.api.filters.OrderingFilter",
+        "core.api.filters.OrderingFilter",
     ],
-    # vdi/api/throttling.py; tenant-scoped routes also share a per-tenant budget.
+    # core/api/throttling.py; tenant-scoped routes also share a per-tenant budget.
     "DEFAULT_THROTTLE_CLASSES": [
-        "vdi.api.throttling.UserRateThrottle",
-        "vdi.api.throttling.AnonRateThrottle",
+        "core.api.throttling.UserRateThrottle",
+        "core.api.throttling.AnonRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": VDI_THROTTLE_RATES,
     # Client addresses (anon and login throttles): with 0, the connection's address; behind
@@ -214,7 +216,7 @@ REST_FRAMEWORK = {
     # address is used (a client-supplied header is never trusted beyond that).
     "NUM_PROXIES": int(os.environ.get("VDI_THROTTLE_NUM_PROXIES", "0")),
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "vdi.api.exceptions.exception_handler",
+    "EXCEPTION_HANDLER": "core.api.exceptions.exception_handler",
 }
 # knox's own token model (not swapped); named here because tenants.ApiToken points at it.
 KNOX_TOKEN_MODEL = "knox.AuthToken"
@@ -230,14 +232,14 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
-    "DEFAULT_GENERATOR_CLASS": "vdi.api.schema.ScopeFreeSchemaGenerator",
+    "DEFAULT_GENERATOR_CLASS": "config.schema.ScopeFreeSchemaGenerator",
     # Swagger UI is served from our own static files, never from a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "vdi.api.schema.add_error_responses",
+        "config.schema.add_error_responses",
     ],
 }
 
@@ -287,7 +289,7 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Workers keep their database connections between tasks as web processes do between requests
-# (CONN_MAX_AGE, health checks; vdi/celery.py), instead of Celery's reconnect per task.
+# (CONN_MAX_AGE, health checks; config/celery.py), instead of Celery's reconnect per task.
 CELERY_DB_REUSE_MAX = 1_000_000
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 _REAP_INTERVAL_S = float(os.environ.get("VDI_OPERATIONS_REAP_INTERVAL_S", "60"))
@@ -318,7 +320,7 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": 550},
     },
     "idempotency-keys-expire": {
-        "task": "vdi.idempotency_keys_expire",
+        "task": "core.idempotency_keys_expire",
         "schedule": 3600.0,
         "options": {"expires": 3000},
     },
@@ -326,7 +328,7 @@ CELERY_BEAT_SCHEDULE = {
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
 # --- product settings -----------------------------------------------------------------------
-from vdi.limits import TICKET_TTL_MAX_S, TICKET_TTL_MIN_S  # noqa: E402 (plain constants)
+from core.limits import TICKET_TTL_MAX_S, TICKET_TTL_MIN_S  # noqa: E402 (plain constants)
 
 
 def env_int_between(name: str, default: int, low: int, high: int) -> int:
@@ -484,7 +486,7 @@ if VDI["PLACEMENT"] not in {"spread", "pack"}:
 
 # --- metrics, login throttling, browser security headers ------------------------------------
 VDI.update({
-    # Who may read /metrics (vdi/metrics.py): these addresses or networks, or a request
+    # Who may read /metrics (config/metrics.py): these addresses or networks, or a request
     # with "Authorization: Bearer <VDI_METRICS_TOKEN>" (empty: no token is accepted).
     "METRICS_ALLOWED_IPS": env_list("VDI_METRICS_ALLOWED_IPS", "127.0.0.1,::1"),
     "METRICS_TOKEN": os.environ.get("VDI_METRICS_TOKEN", ""),
@@ -501,20 +503,20 @@ for _network in VDI["METRICS_ALLOWED_IPS"]:
 # Password spraying (a few tries at many usernames) is caught per address: after
 # VDI_LOGIN_FAILURE_LIMIT_PER_ADDRESS failed logins from one address, whatever the
 # usernames, every login from there is refused for the cool-off (0: no such limit); a
-# successful login there clears only its own username's failures (vdi/security.py).
+# successful login there clears only its own username's failures (config/security.py).
 AXES_FAILURE_LIMIT = int(os.environ.get("VDI_LOGIN_FAILURE_LIMIT", "5"))
 VDI_LOGIN_FAILURE_LIMIT_PER_ADDRESS = int(os.environ.get("VDI_LOGIN_FAILURE_LIMIT_PER_ADDRESS",
                                                          "30"))
 AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("VDI_LOGIN_COOLOFF_MIN", "15")))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
-AXES_HANDLER = "vdi.security.LoginLockoutHandler"  # axes' database handler + the address limit
+AXES_HANDLER = "config.security.LoginLockoutHandler"  # axes' database handler + the address limit
 AXES_RESET_ON_SUCCESS = True
-AXES_CLIENT_IP_CALLABLE = "vdi.context.client_ip"  # honours VDI_THROTTLE_NUM_PROXIES
-AXES_LOCKOUT_CALLABLE = "vdi.security.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "core.context.client_ip"  # honours VDI_THROTTLE_NUM_PROXIES
+AXES_LOCKOUT_CALLABLE = "config.security.lockout_response"
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_VERBOSE = False  # its lines name the username and address only; no banner at each start
 # Content-Security-Policy (django-csp): nothing but our own files, no inline script or
-# style. Two exceptions (vdi/security.py): the browser console page may also open its
+# style. Two exceptions (config/security.py): the browser console page may also open its
 # websocket to the console proxies, and Django admin and Swagger UI, whose templates carry
 # an inline <style>, may use inline styles.
 CONTENT_SECURITY_POLICY = {
@@ -536,8 +538,8 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 
-# One JSON object per line in production (vdi/logformat.py), for log shippers; plain lines
-# in the demo and tests unless LOG_FORMAT says otherwise. Celery workers follow (vdi/celery.py).
+# One JSON object per line in production (core/logformat.py), for log shippers; plain lines
+# in the demo and tests unless LOG_FORMAT says otherwise. Celery workers follow (config/celery.py).
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "plain" if DEVELOPMENT else "json")
 if LOG_FORMAT not in {"json", "plain"}:
     raise ImproperlyConfigured(f"LOG_FORMAT must be json or plain, not {LOG_FORMAT!r}")
@@ -546,7 +548,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "vdi.logformat.JsonFormatter"},
+        "json": {"()": "core.logformat.JsonFormatter"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},

@@ -34,7 +34,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client import Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 
-from vdi.context import client_ip
+from core.context import client_ip
 
 logger = logging.getLogger(__name__)
 

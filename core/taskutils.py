@@ -1,29 +1,31 @@
-"""How tasks are declared: stable names, ids only, platform scope, enqueue after commit."""
+"""How tasks are declared and sent: stable names, ids only, a request context of their own,
+enqueued after commit."""
 
 from __future__ import annotations
 
 import functools
 import logging
+from contextlib import nullcontext
 
 from celery import current_task, shared_task
 from django.db import transaction
 from kombu.exceptions import OperationalError
 
-from tenants.scoping import scopes_disabled
-from vdi.context import Source, boundary
+from core.context import Source, boundary
 
 logger = logging.getLogger(__name__)
 
 
-def platform_task(name: str, **options):
-    """A Celery task that acts for the platform, across tenants (it loads rows by id)."""
+def task(name: str, *, scope=nullcontext, **options):
+    """A Celery task whose run is one request-context boundary (its id in every log line and
+    audit entry), inside ``scope()`` (the tenancy layer passes its platform scope)."""
 
     def decorate(fn):
         @functools.wraps(fn)
         def run(*args, **kwargs):
             request_id = getattr(getattr(current_task, "request", None), "id", None)
-            with scopes_disabled(), boundary(source=Source.TASK, request_id=request_id,
-                                             source_ip=None, request=None):
+            with scope(), boundary(source=Source.TASK, request_id=request_id,
+                                   source_ip=None, request=None):
                 return fn(*args, **kwargs)
 
         return shared_task(name=name, **options)(run)

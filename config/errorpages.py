@@ -11,16 +11,8 @@ from django.template import loader
 from django.views import defaults
 from django.views.decorators.csrf import requires_csrf_token
 
-from . import context
-
-
-def api_error(request, status: int, code: str, message: str, details: dict | None = None):
-    """The API's error envelope for an answer made outside DRF (error pages, the login
-    lockout), or None for a request that is not the API's."""
-    if not request.path.startswith("/api/"):
-        return None
-    body = {"error": {"code": code, "message": message, "details": details or {}}}
-    return JsonResponse(body, status=status)
+from core import context
+from core.errors import api_error
 
 
 @requires_csrf_token

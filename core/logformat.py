@@ -1,7 +1,7 @@
 """Log records as one JSON object per line (``LOG_FORMAT=json``, the production default).
 
 Each line carries the time, level, logger and message, plus who and what it was for, read
-from the request context (``vdi/context.py``): the request id (a Celery task's id in
+from the request context (``core/context.py``): the request id (a Celery task's id in
 workers), the source (api, portal, admin, task, system), the organisation in scope, the
 signed-in user and the client address; a task's lines also carry the id of the web request
 that caused it (``origin_request_id``). A formatter of our own: a dozen lines over the
@@ -15,6 +15,9 @@ import logging
 from datetime import datetime, timezone
 
 from django.utils.functional import SimpleLazyObject, empty
+
+from core import context
+from core.events import log_context_requested
 
 
 def _user(request) -> str | None:
@@ -30,7 +33,7 @@ def _user(request) -> str | None:
 
 
 def origin_request_id() -> str | None:
-    """In a worker, the id of the web request that caused the running task (vdi/celery.py
+    """In a worker, the id of the web request that caused the running task (config/celery.py
     sends it along)."""
     from celery import current_task
 
@@ -39,19 +42,11 @@ def origin_request_id() -> str | None:
 
 def record_context() -> dict:
     """What the current request or task adds to a log line."""
-    from tenants.scoping import current_tenant
-
-    from vdi import context
-
     ctx = context.current()
-    tenant = current_tenant()
-    fields = {
-        "request_id": ctx.request_id,
-        "source": ctx.source,
-        "tenant": tenant.slug if tenant is not None else None,
-        "user": _user(ctx.request),
-        "client": ctx.source_ip,
-    }
+    fields = {"request_id": ctx.request_id, "source": ctx.source}
+    for _receiver, extra in log_context_requested.send(sender=None):
+        fields.update(extra)
+    fields.update(user=_user(ctx.request), client=ctx.source_ip)
     if ctx.source == context.Source.TASK:
         fields["origin_request_id"] = origin_request_id()
     return fields

@@ -10,9 +10,9 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from tenants.audit import RECORDED, audit_failure
-from vdi.errors import Forbidden, InvalidInput, ServiceError
-from vdi.statemachine import IllegalTransition
+from core.errors import RECORDED, Forbidden, InvalidInput, ServiceError, envelope
+from core.events import api_request_refused
+from core.statemachine import IllegalTransition
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Refusals worth an audit entry; 401 (nobody), 404 (nothing they may see), 405 and 429 are not.
@@ -22,8 +22,7 @@ VERBS = {"create": "create", "update": "update", "partial_update": "update",
 
 
 def error_response(status_code: int, code: str, message: str, details=None, headers=None):
-    body = {"error": {"code": code, "message": message, "details": details or {}}}
-    return Response(body, status=status_code, headers=headers)
+    return Response(envelope(code, message, details), status=status_code, headers=headers)
 
 
 def exception_handler(exc, context):
@@ -50,9 +49,10 @@ def _audit_refusal(exc, context, status_code: int) -> None:
         refusal = InvalidInput(_message(exc), code=getattr(exc, "default_code", "invalid"))
     action = getattr(view, "action", None) or request.method.lower()
     access = getattr(view, "access", None)
-    audit_failure(refusal, tenant=access.tenant if access else None,
-                  action=f"{basename}.{VERBS.get(action, action)}", target=_model_of(view),
-                  object_id=view.kwargs.get(view.lookup_url_kwarg or view.lookup_field))
+    api_request_refused.send(
+        sender=type(view), refusal=refusal, tenant=access.tenant if access else None,
+        action=f"{basename}.{VERBS.get(action, action)}", target=_model_of(view),
+        object_id=view.kwargs.get(view.lookup_url_kwarg or view.lookup_field))
 
 
 def _message(exc) -> str:
@@ -84,8 +84,7 @@ def _exception_response(exc, context):
         return None
     if isinstance(exc, exceptions.ValidationError):
         details = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
-        response.data = {"error": {"code": "invalid", "message": "The request is not valid.",
-                                   "details": details}}
+        response.data = envelope("invalid", "The request is not valid.", details)
         return response
     detail = getattr(exc, "detail", "")
     code = detail.code if hasattr(detail, "code") else getattr(exc, "default_code", "error")
@@ -94,5 +93,5 @@ def _exception_response(exc, context):
     details = {}
     if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
         details["retry_after"] = int(exc.wait)
-    response.data = {"error": {"code": code, "message": str(detail), "details": details}}
+    response.data = envelope(code, str(detail), details)
     return response

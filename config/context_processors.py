@@ -1,7 +1,7 @@
 from hypervisors.selectors import simulated_hosts_in_use
 
-from .scoping import current_tenant
-from .selectors import tenant_list_for_user
+from tenants.scoping import current_tenant
+from tenants.selectors import tenant_list_for_user
 
 
 def tenancy(request):

@@ -19,7 +19,7 @@ def check_database() -> str:
 
 
 def check_broker() -> str:
-    from vdi.celery import app
+    from config.celery import app
 
     try:
         with app.connection_for_write() as conn:

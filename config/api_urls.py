@@ -14,7 +14,7 @@ from tenants.api.views import (
     TenantViewSet,
 )
 
-from .views import DesktopViewSet, ImageViewSet, OperationViewSet, PoolViewSet
+from vdi.api.views import DesktopViewSet, ImageViewSet, OperationViewSet, PoolViewSet
 
 UUID = "[0-9a-fA-F-]{36}"
 

@@ -5,7 +5,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from brokers import views as broker_views
 from tenants import views as tenant_views
-from vdi import metrics, views
+from config import metrics
+from vdi import views
 
 urlpatterns = [
     path("", views.home, name="portal-home"),
@@ -66,13 +67,13 @@ urlpatterns = [
     path("t/<slug:tenant_slug>/operations/", views.operation_list, name="portal-operations"),
     path("t/<slug:tenant_slug>/audit/", tenant_views.audit, name="portal-audit"),
     path("admin/", admin.site.urls),
-    path("api/v1/", include("vdi.api.urls", namespace="api")),
+    path("api/v1/", include("config.api_urls", namespace="api")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # Swagger UI's init script as a file of its own: the page runs no inline script (CSP).
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
 ]
 
 # Error pages in the portal's look (JSON under /api/).
-handler403 = "vdi.errorpages.permission_denied"
-handler404 = "vdi.errorpages.page_not_found"
-handler500 = "vdi.errorpages.server_error"
+handler403 = "config.errorpages.permission_denied"
+handler404 = "config.errorpages.page_not_found"
+handler500 = "config.errorpages.server_error"
