@@ -127,7 +127,7 @@ def seed_spares(conn, pool, hosts, count: int, define: bool = True) -> list[str]
     from hypervisors.networks import tenant_network_ensure
     from tenants.scoping import scopes_disabled
     from vdi.models import Desktop
-    from vdi.services import _domain_spec
+    from vdi.services.executors import _domain_spec
 
     with scopes_disabled():
         desktops = Desktop.objects.bulk_create(

@@ -155,7 +155,7 @@ def bare_loop(size: int) -> dict:
     prepared = []
     for name in names:
         volume = _volume_xml(f"{name}.qcow2", base.path())
-        # What the product defines for the benchmark's image (vdi.services._domain_spec).
+        # What the product defines for the benchmark's image (vdi/services/executors.py, _domain_spec).
         domain = build_domain_xml(DomainSpec(
             name=name, uuid=str(uuid.uuid4()), virt_type="qemu", vcpus=1, memory_mb=256,
             disk_path=f"/default-pool/{name}.qcow2", console_address="127.0.0.1",

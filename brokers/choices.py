@@ -28,6 +28,7 @@ _S = SessionState
 SESSION_MACHINE = StateMachine(
     label="session",
     journal="tenants.usage.usage_record",
+    active_states=LIVE_SESSION_STATES - {SessionState.PENDING},
     transitions={
         _S.PENDING: frozenset({_S.READY, _S.ENDED}),
         _S.READY: frozenset({_S.CONNECTED, _S.ENDED}),

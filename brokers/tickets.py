@@ -23,7 +23,7 @@ from tenants.choices import AuditResult
 from tenants.scoping import scopes_disabled
 from vdi.choices import DesktopState, Protocol
 from core.errors import Conflict, ServiceError
-from config.metrics import TICKET_ISSUE_SECONDS, observe_seconds
+from core.metrics import TICKET_ISSUE_SECONDS, observe_seconds
 from vdi.models import Desktop
 
 from .choices import LIVE_SESSION_STATES, TicketKind

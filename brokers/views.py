@@ -3,7 +3,7 @@ the browser console."""
 
 import functools
 import logging
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
 from django.contrib import messages
@@ -11,23 +11,23 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from tenants.portal import page_of, poll_ms, tenant_page
+from tenants.portal import page_of, poll_ms, tenant_admin_page, tenant_page
 from vdi.choices import DesktopState
 from core.errors import ServiceError
-from config.security import csp_allows_console_proxy
 from vdi.selectors import pool_list_for_user
-from vdi.views import dashboard_answer
+from vdi.services import pool_delete
+from vdi.views import admin_pool, pools_redirect
 
 from .choices import LIVE_SESSION_STATES, SessionState, TicketKind
 from .consolefile import vv_response
 from .selectors import session_list_for_user
-from .services import session_connect, session_end
+from .services import session_connect
 from .tickets import console_file_ticket_issue, ticket_issue
 
 logger = logging.getLogger(__name__)
 
 
-def _own_session(request, pk):
+def own_session(request, pk):
     return get_object_or_404(session_list_for_user(user=request.user, is_admin=False), pk=pk)
 
 
@@ -84,7 +84,7 @@ def connect(request, pk):
 @tenant_page
 def session_detail(request, pk):
     """The session's page; POST shows a fresh ticket's connection details once."""
-    session = _own_session(request, pk)
+    session = own_session(request, pk)
     issued = None
     if request.method == "POST":
         try:
@@ -103,7 +103,7 @@ def session_detail(request, pk):
 def session_status(request, pk):
     """The live part of a pending session's page. Once the session is no longer pending the
     whole page reloads (``HX-Refresh``) to offer the console or explain what happened."""
-    session = _own_session(request, pk)
+    session = own_session(request, pk)
     response = render(request, "portal/partials/session_status.html",
                       {"session": session, **_session_progress(session)})
     if session.state != SessionState.PENDING:
@@ -123,7 +123,7 @@ def session_list(request):
 
 @tenant_page
 def console_vv(request, pk):
-    session = _own_session(request, pk)
+    session = own_session(request, pk)
     try:
         issued = console_file_ticket_issue(session=session, user=request.user)
     except ServiceError as error:
@@ -133,6 +133,29 @@ def console_vv(request, pk):
         messages.warning(request, "The desktop did not answer in time; please try again.")
         return redirect("portal-session", tenant_slug=session.tenant.slug, pk=session.pk)
     return vv_response(session=session, ticket=issued.ticket, password=issued.password)
+
+
+# --- the browser console's websocket: where it goes, and the CSP that lets the page dial it -
+def websocket_origin(url: str) -> str:
+    """ws(s)://host[:port] of a websocket URL: the CSP source that lets a page dial it."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def csp_allows_console_proxy(view):
+    """The browser console page's websocket goes to the console proxies, on another port
+    or host than the portal: its connect-src names them."""
+
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        response = view(request, *args, **kwargs)
+        update = dict(getattr(response, "_csp_update", None) or {})
+        update["connect-src"] = [*update.get("connect-src", []),
+                                 websocket_origin(console_proxy_url(request))]
+        response._csp_update = update
+        return response
+
+    return wrapper
 
 
 def console_proxy_url(request) -> str:
@@ -165,7 +188,7 @@ def warn_mixed_content_once(url: str) -> None:
 def console(request, pk):
     """The browser console: a fresh VNC ticket and its single-use proxy token, handed to
     noVNC in this (uncached) page only, never in a URL the portal logs."""
-    session = _own_session(request, pk)
+    session = own_session(request, pk)
     slug = session.tenant.slug
     if session.state == SessionState.PENDING:
         return redirect("portal-session", tenant_slug=slug, pk=session.pk)
@@ -194,12 +217,22 @@ def console(request, pk):
     return render(request, "portal/console.html", context)
 
 
-@require_POST
-@tenant_page
-def end(request, pk):
-    session = _own_session(request, pk)
-    session_end(session=session, actor=request.user)
-    messages.success(request, "Session ended.")
-    if request.POST.get("next") == "sessions":
-        return redirect("portal-sessions", tenant_slug=session.tenant.slug)
-    return dashboard_answer(request)
+# --- deleting a pool ends its sessions: the page says how many (owners and admins) ----------
+@require_http_methods(["GET", "HEAD", "POST"])
+@tenant_admin_page
+def pool_delete_confirm(request, pk):
+    """GET: what deleting the pool does, with its desktops and live sessions; POST: do it."""
+    pool = admin_pool(request, pk)
+    if request.method == "POST":
+        try:
+            pool_delete(pool=pool, actor=request.user)
+        except ServiceError as error:
+            messages.error(request, error.message)
+        else:
+            messages.success(request, f"Pool “{pool.name}” is being deleted: its sessions have "
+                                      f"ended and its desktops are being removed.")
+        return pools_redirect(request)
+    live_sessions = session_list_for_user(user=request.user, is_admin=True).filter(
+        pool=pool, state__in=LIVE_SESSION_STATES).count()
+    return render(request, "portal/pools/delete.html",
+                  {"pool": pool, "live_sessions": live_sessions})

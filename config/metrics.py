@@ -22,56 +22,25 @@ import hmac
 import ipaddress
 import logging
 import os
-import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from django.conf import settings
 from django.db.models import Count
 from django.http import HttpResponse, HttpResponseForbidden
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter
-from prometheus_client import Histogram, generate_latest, multiprocess
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry
+from prometheus_client import generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 
+from brokers.choices import SessionState
+from brokers.models import Session
 from core.context import client_ip
+from hypervisors.services import host_usage
+from tenants.scoping import scopes_disabled
+from vdi.models import Desktop
 
 logger = logging.getLogger(__name__)
 
-TICKET_ISSUE_SECONDS = Histogram(
-    "vdi_ticket_issue_seconds",
-    "Time to issue a console ticket, including the worker setting the password on the "
-    "live domain. outcome: issued, pending (no worker answered in time) or error.",
-    ["protocol", "outcome"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
-)
-OPERATION_SECONDS = Histogram(
-    "vdi_operation_duration_seconds",
-    "Time one run of a desktop operation took in a worker. outcome: succeeded, failed or "
-    "retry (a transient error: it runs again).",
-    ["kind", "outcome"],
-    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
-)
-OPERATION_FAILURES = Counter(
-    "vdi_operation_failures",
-    "Desktop operations that failed for good (out of attempts, a permanent error, or "
-    "reaped), by kind.",
-    ["kind"],
-)
-
 QUEUES = ("vdi", "console")
-
-
-@contextmanager
-def observe_seconds(histogram: Histogram, **labels) -> Iterator[dict]:
-    """Times the block into ``histogram``; the block may change the labels in the dict it is
-    given (e.g. the outcome, known only at the end), or empty it to record nothing."""
-    started = time.monotonic()
-    try:
-        yield labels
-    finally:
-        if labels:
-            histogram.labels(**labels).observe(time.monotonic() - started)
 
 
 # --- state, read at scrape time -------------------------------------------------------------
@@ -108,11 +77,6 @@ class StateCollector:
     """Gauges computed from the database (and the broker) each time /metrics is scraped."""
 
     def collect(self):
-        from brokers.choices import SessionState
-        from brokers.models import Session
-        from hypervisors.services import host_usage
-        from tenants.scoping import scopes_disabled
-        from vdi.models import Desktop
 
         with scopes_disabled():
             desktops = GaugeMetricFamily(

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import math
-from urllib.parse import urlsplit
 
 from axes.attempts import get_cool_off_threshold
 from axes.backends import AxesStandaloneBackend
@@ -99,27 +97,3 @@ class ContentSecurityPolicyMiddleware(CSPMiddleware):
             update["style-src"] = [*update.get("style-src", []), "'unsafe-inline'"]
             response._csp_update = update
         return super().process_response(request, response)
-
-
-def websocket_origin(url: str) -> str:
-    """ws(s)://host[:port] of a websocket URL: the CSP source that lets a page dial it."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def csp_allows_console_proxy(view):
-    """The browser console page's websocket goes to the console proxies, on another port
-    or host than the portal: its connect-src names them."""
-
-    @functools.wraps(view)
-    def wrapper(request, *args, **kwargs):
-        from brokers.views import console_proxy_url
-
-        response = view(request, *args, **kwargs)
-        update = dict(getattr(response, "_csp_update", None) or {})
-        update["connect-src"] = [*update.get("connect-src", []),
-                                 websocket_origin(console_proxy_url(request))]
-        response._csp_update = update
-        return response
-
-    return wrapper

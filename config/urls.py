@@ -8,10 +8,12 @@ from tenants import views as tenant_views
 from config import metrics
 from vdi import views
 
+from . import views as project_views
+
 urlpatterns = [
-    path("", views.home, name="portal-home"),
-    path("healthz", views.healthz, name="healthz"),
-    path("readyz", views.readyz, name="readyz"),
+    path("", project_views.home, name="portal-home"),
+    path("healthz", project_views.healthz, name="healthz"),
+    path("readyz", project_views.readyz, name="readyz"),
     path("metrics", metrics.metrics, name="metrics"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
@@ -29,19 +31,19 @@ urlpatterns = [
     path("invitations/<uuid:pk>/", tenant_views.invitation_respond, name="invitation-respond"),
     path("invitations/<uuid:pk>/<str:token>/", tenant_views.invitation_link,
          name="invitation-link"),
-    path("t/<slug:tenant_slug>/", views.dashboard, name="portal-dashboard"),
-    path("t/<slug:tenant_slug>/live/", views.dashboard_live, name="portal-dashboard-live"),
+    path("t/<slug:tenant_slug>/", project_views.dashboard, name="portal-dashboard"),
+    path("t/<slug:tenant_slug>/live/", project_views.dashboard_live, name="portal-dashboard-live"),
     path("t/<slug:tenant_slug>/pools/", views.pool_list, name="portal-pools"),
     path("t/<slug:tenant_slug>/pools/live/", views.pool_list_live, name="portal-pools-live"),
     path("t/<slug:tenant_slug>/pools/<uuid:pk>/toggle/", views.pool_toggle,
          name="portal-pool-toggle"),
     path("t/<slug:tenant_slug>/pools/new/", views.pool_new, name="portal-pool-new"),
     path("t/<slug:tenant_slug>/pools/<uuid:pk>/edit/", views.pool_edit, name="portal-pool-edit"),
-    path("t/<slug:tenant_slug>/pools/<uuid:pk>/delete/", views.pool_delete_confirm,
+    path("t/<slug:tenant_slug>/pools/<uuid:pk>/delete/", broker_views.pool_delete_confirm,
          name="portal-pool-delete"),
     path("t/<slug:tenant_slug>/pools/<uuid:pk>/connect/", broker_views.connect,
          name="portal-connect"),
-    path("t/<slug:tenant_slug>/desktops/<uuid:pk>/<slug:kind>/", views.desktop_power_action,
+    path("t/<slug:tenant_slug>/desktops/<uuid:pk>/<slug:kind>/", project_views.desktop_power_action,
          name="portal-desktop-power"),
     path("t/<slug:tenant_slug>/sessions/", broker_views.session_list, name="portal-sessions"),
     path("t/<slug:tenant_slug>/sessions/<uuid:pk>/", broker_views.session_detail,
@@ -52,7 +54,7 @@ urlpatterns = [
          name="portal-console-vv"),
     path("t/<slug:tenant_slug>/sessions/<uuid:pk>/console/", broker_views.console,
          name="portal-console"),
-    path("t/<slug:tenant_slug>/sessions/<uuid:pk>/end/", broker_views.end,
+    path("t/<slug:tenant_slug>/sessions/<uuid:pk>/end/", project_views.session_end,
          name="portal-session-end"),
     # Owners and admins of the organisation.
     path("t/<slug:tenant_slug>/members/", tenant_views.member_list, name="portal-members"),

@@ -22,9 +22,11 @@ class StateMachine:
     transitions: dict[str, frozenset[str]]
     state_field: str = "state"
     changed_field: str = "state_changed_at"
-    # Dotted path of a callable(model, pk, state, at) told of every state a row enters
-    # (usage metering keeps its journal this way).
+    # Dotted path of a callable(model, pk, state, at, active=...) told of every state a row
+    # enters, with whether that state counts as in use (``active_states``): usage metering
+    # keeps its journal this way.
     journal: str = ""
+    active_states: frozenset[str] = frozenset()
 
     def can(self, current: str, target: str) -> bool:
         return target in self.transitions.get(current, frozenset())
@@ -62,7 +64,8 @@ class StateMachine:
 
     def _record(self, model, pk, state: str, at) -> None:
         if self.journal:
-            import_string(self.journal)(model, pk, state, at)
+            import_string(self.journal)(model, pk, state, at,
+                                        active=state in self.active_states)
 
     def apply(self, instance: models.Model, target: str, **fields) -> None:
         """Move ``instance`` to ``target`` if, in the database, it is still in the state this

@@ -7,7 +7,7 @@ import functools
 import logging
 from contextlib import nullcontext
 
-from celery import current_task, shared_task
+from celery import current_app, current_task, shared_task
 from django.db import transaction
 from kombu.exceptions import OperationalError
 
@@ -33,16 +33,23 @@ def task(name: str, *, scope=nullcontext, **options):
     return decorate
 
 
+def task_named(name: str):
+    """The task registered under ``name``: services send the tasks that wrap them by name,
+    so that a tasks module may import its services and never the other way round."""
+    return current_app.tasks[name]
+
+
 def send_on_commit(task, *args: str) -> None:
-    """Enqueue ``task`` once the transaction commits. A broker that is down costs only the
+    """Enqueue ``task`` (a task or its name) once the transaction commits. A broker that is down costs only the
     message, not the request that already committed: the rows are the truth, and beat finds
     the work again (the reaper re-sends pending operations; autoscaling runs on a schedule)."""
 
     def send():
+        sent = task_named(task) if isinstance(task, str) else task
         try:
-            task.delay(*args)
+            sent.delay(*args)
         except OperationalError as error:
-            logger.error("could not enqueue %s%r, the broker is unreachable: %s", task.name,
+            logger.error("could not enqueue %s%r, the broker is unreachable: %s", sent.name,
                          args, error)
 
     transaction.on_commit(send)

@@ -1,7 +1,6 @@
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from vdi.admin import DesktopInline
 from tenants.adminutils import AuditedAdmin, ReadOnlyAdmin
 
 from .models import Host, HostNetwork, TenantSegment
@@ -30,14 +29,6 @@ def _run_on_hosts(service, done: str):
         modeladmin.message_user(request, f"{queryset.count()} host(s) {done}.", messages.SUCCESS)
 
     return run
-
-
-class HostDesktopInline(DesktopInline):
-    """The host's desktops (read-only, the newest ones): which tenant and pool each serves."""
-
-    fk_name = "host"
-    fields = ["name", "tenant", "pool", "state", "assigned_user", "state_changed_at"]
-    readonly_fields = fields
 
 
 class HostNetworkInline(admin.TabularInline):
@@ -83,7 +74,7 @@ class HostAdmin(AuditedAdmin, admin.ModelAdmin):
                        "unknown_domains", "failures", "last_seen_at", "last_checked_at",
                        "last_error"]
     actions = ["drain", "activate", "enable", "disable", "refresh"]
-    inlines = [HostNetworkInline, HostDesktopInline]
+    inlines = [HostNetworkInline]  # the desktops layer adds the host's desktops
 
     def get_queryset(self, request):
         return host_usage()

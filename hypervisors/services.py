@@ -13,39 +13,29 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, Q, Sum
+from django.db.models import F
 from django.utils import timezone
 
+from django.db.models import IntegerField, Value
+
+from core.errors import Conflict
 from tenants.audit import audit_record, audited
 from tenants.scoping import scopes_disabled
-from vdi.choices import DesktopState
-from core.errors import Conflict
 
+from . import events
 from .choices import HostState
 from .drivers import (
     CertificateError,
     DomainEvent,
     DriverError,
-    EventKind,
     HypervisorDriver,
     NotFound,
-    PowerState,
     driver_for,
 )
 from .models import Host
 from .networks import tenant_networks_reconcile, traffic_filter_ensure
 
 logger = logging.getLogger(__name__)
-
-# Desktops in these states hold their host's resources (boots in flight included).
-RESERVING_STATES = (
-    DesktopState.PROVISIONING, DesktopState.STARTING, DesktopState.RUNNING,
-    DesktopState.STOPPING, DesktopState.RECYCLING, DesktopState.UNKNOWN,
-)
-# Desktops whose state says what their domain should be doing. Others are in the middle of
-# an operation, which owns their state until it finishes.
-SETTLED_STATES = (DesktopState.RUNNING, DesktopState.STOPPED)
-
 
 # --- registration and operator actions ------------------------------------------------------
 def _host_audited(host: Host, verb: str, **details):
@@ -118,7 +108,7 @@ def host_delete(*, host: Host) -> None:
     with _host_audited(host, "delete"), transaction.atomic():
         host = Host.objects.select_for_update().get(pk=host.pk)
         with scopes_disabled():
-            desktops = host.desktops.count()
+            desktops = host_usage().get(pk=host.pk).desktop_count
         if desktops:
             raise Conflict(
                 f"Host {host.name} still has {desktops} desktop(s); drain it and delete or "
@@ -201,7 +191,9 @@ def _host_unreachable(host: Host, error: DriverError, now: datetime) -> Host:
         Host.objects.filter(pk=host.pk).update(state=HostState.DOWN)
         host.state = HostState.DOWN
     if host.failures >= threshold:
-        _desktops_unknown(host)
+        with scopes_disabled():
+            events.host_unreachable.send(sender=Host, host=host,
+                                         reason=f"host {host.name} is not answering")
     _audit_state_change(host, was)
     return host
 
@@ -214,14 +206,6 @@ def _audit_state_change(host: Host, was: str) -> None:
                               "error": host.last_error[:500]})
 
 
-def _desktops_unknown(host: Host) -> None:
-    from vdi.services import desktop_mark_unknown
-
-    with scopes_disabled():
-        for desktop in host.desktops.filter(state__in=SETTLED_STATES):
-            desktop_mark_unknown(desktop=desktop, reason=f"host {host.name} is not answering")
-
-
 # --- reconciliation -------------------------------------------------------------------------
 def host_reconcile(*, host: Host, driver: HypervisorDriver | None = None) -> dict:
     """Compare the host's domains with the database and settle the differences.
@@ -229,8 +213,6 @@ def host_reconcile(*, host: Host, driver: HypervisorDriver | None = None) -> dic
     Desktops follow what libvirt reports (a desktop whose domain vanished is marked lost);
     domains the portal does not know are recorded on the host and never touched.
     """
-    from vdi.services import desktop_observe
-
     driver = driver or driver_for(host)
     seen_at = timezone.now()
     try:
@@ -238,18 +220,12 @@ def host_reconcile(*, host: Host, driver: HypervisorDriver | None = None) -> dic
     except DriverError as error:
         logger.warning("host %s: reconciliation skipped: %s", host.name, error)
         return {}
-    changed = {}
+    changed, known = {}, set()
     with scopes_disabled():
-        desktops = list(host.desktops.exclude(
-            state__in=(DesktopState.PENDING, DesktopState.DELETING)
-        ))
-        for desktop in desktops:
-            power = domains.get(desktop.name, PowerState.MISSING)
-            outcome = desktop_observe(desktop=desktop, power=power, seen_at=seen_at)
-            if outcome:
-                changed[desktop.name] = outcome
-        known = {desktop.name for desktop in desktops}
-        known |= set(host.desktops.values_list("name", flat=True))
+        for _receiver, (settled, owned) in events.host_domains_listed.send(
+                sender=Host, host=host, domains=domains, seen_at=seen_at):
+            changed.update(settled)
+            known |= owned
     unknown = sorted(set(domains) - known)
     previous_unknown = host.unknown_domains
     if unknown != previous_unknown:
@@ -266,34 +242,20 @@ def host_reconcile(*, host: Host, driver: HypervisorDriver | None = None) -> dic
 
 # --- events ---------------------------------------------------------------------------------
 def host_event(*, host: Host, event: DomainEvent, seen_at: datetime) -> None:
-    """Act on one event a host reported: a power change or a console (dis)connection."""
-    from brokers.services import session_console_event
-    from vdi.models import Desktop
-    from vdi.services import desktop_observe
-
+    """Pass on one event a host reported: a power change or a console (dis)connection."""
     with scopes_disabled():
-        desktop = Desktop.objects.filter(host=host, name=event.domain).select_related(
-            "host", "pool").first()
-        if desktop is None:
-            return
-        if event.kind == EventKind.LIFECYCLE and event.power_state is not None:
-            desktop_observe(desktop=desktop, power=event.power_state, seen_at=seen_at,
-                            detail=event.detail)
-        elif event.kind == EventKind.GRAPHICS:
-            session_console_event(desktop=desktop, phase=event.detail,
-                                  client_address=event.client_address)
+        events.domain_event.send(sender=Host, host=host, event=event, seen_at=seen_at)
 
 
 # --- placement ------------------------------------------------------------------------------
 def host_usage():
-    """Hosts annotated with what their desktops commit: ``used_vcpus``, ``used_memory``,
-    ``desktop_count``."""
-    reserving = Q(desktops__state__in=RESERVING_STATES)
-    return Host.objects.annotate(
-        used_vcpus=Sum("desktops__vcpus", filter=reserving, default=0),
-        used_memory=Sum("desktops__memory_mb", filter=reserving, default=0),
-        desktop_count=Count("desktops"),
-    )
+    """Hosts annotated with what their guests commit: ``used_vcpus``, ``used_memory``,
+    ``desktop_count`` (as the layer that places guests counts them; zero without one)."""
+    zero = Value(0, output_field=IntegerField())
+    usage = {"used_vcpus": zero, "used_memory": zero, "desktop_count": zero}
+    for _receiver, counted in events.host_usage_requested.send(sender=Host):
+        usage.update(counted)
+    return Host.objects.annotate(**usage)
 
 
 def _eligible_hosts(base_volume: str, exclude: Iterable[str] = ()):
@@ -326,15 +288,12 @@ def host_room(*, vcpus: int, memory_mb: int, base_volume: str = "") -> int:
     """How many more desktops of this size the hosts can take, less those already waiting
     to be placed. The autoscaler grows a pool by this much at once: as fast as the hosts
     allow, never into desktops that could not be placed."""
-    from vdi.models import Desktop
-
     with scopes_disabled():
         room = sum(
             max(0, min((host.vcpu_capacity - host.used_vcpus) // vcpus,
                        (host.memory_capacity_mb - host.used_memory) // memory_mb))
             for host in _eligible_hosts(base_volume)
         )
-        unplaced = Desktop.objects.filter(
-            host__isnull=True, state__in=(DesktopState.PENDING, DesktopState.PROVISIONING)
-        ).count()
+        unplaced = sum(count for _receiver, count in
+                       events.placement_backlog_requested.send(sender=Host))
     return max(0, room - unplaced)

@@ -22,6 +22,7 @@ from core.errors import RECORDED, Forbidden, ServiceError
 from core.statemachine import IllegalTransition
 
 from .choices import AuditResult
+from .events import audit_details_requested
 from .models import AuditEvent, Tenant
 
 logger = logging.getLogger(__name__)
@@ -163,3 +164,13 @@ def audited(*, action: str, tenant: Tenant | None, target, actor=FROM_CONTEXT,
         raise
     if not audit.skipped:
         audit_record(result=audit.result, **audit.entry())
+
+
+def audit_details_for(*, action: str, details, user):
+    """An audit entry's ``details`` as ``user`` may read them: the layer that wrote the entry
+    may hide what only platform staff read (tenants/events.py)."""
+    for _receiver, shown in audit_details_requested.send(sender=AuditEvent, action=action,
+                                                          details=details, user=user):
+        if shown is not None:
+            details = shown
+    return details

@@ -2,7 +2,7 @@
 transaction that made the change (a receiver's writes commit or roll back with it).
 
 Receivers connect in their app's ``AppConfig.ready()``; the tenancy kernel imports none of
-them.
+them (the whole list of events: config/events.py).
 """
 
 from django.dispatch import Signal
@@ -16,3 +16,12 @@ tenant_suspended = Signal()
 # An organisation's owners let its desktops out of their own network, or shut them in
 # (``tenant``, ``actor``; ``tenant.desktop_egress`` is the new value).
 tenant_egress_changed = Signal()
+
+# The tenancy layer asks what is in use against an organisation's quotas (``tenant``): each
+# receiver returns ``{quota name: amount}`` for what it holds (desktops, vCPUs, memory,
+# sessions).
+quota_usage_requested = Signal()
+
+# The tenancy layer asks how ``user`` may read an audit entry's ``details`` (``action``,
+# ``details``): a receiver returns the details to show, or None to leave them as they are.
+audit_details_requested = Signal()

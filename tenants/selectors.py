@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from .models import AuditEvent, Membership, MonthlyUsage, Tenant
 from .scoping import scopes_disabled, tenant_scope
+from .services import quota_in_use
 from .usage import month_bounds, usage_for_month
 
 
@@ -27,24 +28,16 @@ def quota_usage(*, tenant: Tenant) -> list[dict]:
     """Each quota of the tenant with what is in use against it, as the quota checks count it:
     desktops not being deleted (with their vCPUs and memory) and live sessions. ``limit`` is
     None for an unlimited quota."""
-    from brokers.choices import LIVE_SESSION_STATES
-    from brokers.models import Session
-    from vdi.choices import DesktopState
-    from vdi.models import Desktop
-
-    with tenant_scope(tenant):
-        desktops = Desktop.objects.exclude(state=DesktopState.DELETING).aggregate(
-            count=Count("id"), vcpus=Sum("vcpus"), memory=Sum("memory_mb"))
-        sessions = Session.objects.filter(state__in=LIVE_SESSION_STATES).count()
+    used = quota_in_use(tenant=tenant)
     return [
         {"quota": "max_desktops", "label": "Desktops", "unit": "",
-         "used": desktops["count"], "limit": tenant.max_desktops},
+         "used": used.get("max_desktops", 0), "limit": tenant.max_desktops},
         {"quota": "max_vcpus", "label": "vCPUs", "unit": "",
-         "used": desktops["vcpus"] or 0, "limit": tenant.max_vcpus},
+         "used": used.get("max_vcpus", 0), "limit": tenant.max_vcpus},
         {"quota": "max_memory_mb", "label": "Memory", "unit": "MiB",
-         "used": desktops["memory"] or 0, "limit": tenant.max_memory_mb},
+         "used": used.get("max_memory_mb", 0), "limit": tenant.max_memory_mb},
         {"quota": "max_sessions", "label": "Concurrent sessions", "unit": "",
-         "used": sessions, "limit": tenant.max_sessions},
+         "used": used.get("max_sessions", 0), "limit": tenant.max_sessions},
     ]
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 
 from django.db import transaction
-from django.db.models import Count, Sum
 
 from core.errors import Conflict, Forbidden, InvalidInput, QuotaExceeded
 
 from .audit import audited
 from .choices import Role, TenantStatus
-from .events import tenant_egress_changed, tenant_suspended
+from .events import quota_usage_requested, tenant_egress_changed, tenant_suspended
 from .models import Membership, Tenant
 from .scoping import scopes_disabled, tenant_scope
 
@@ -122,24 +121,32 @@ def tenant_require_active(*, tenant: Tenant) -> None:
         raise Conflict("This organisation is suspended.", code="tenant_suspended")
 
 
+def quota_in_use(*, tenant: Tenant, quotas: frozenset[str] | None = None) -> dict[str, int]:
+    """What is in use against the organisation's quotas (``quotas``, else all), as the
+    layers that hold the things counted report it (tenants/events.py)."""
+    used = {}
+    with scopes_disabled():
+        for _receiver, counted in quota_usage_requested.send(sender=Tenant, tenant=tenant,
+                                                             quotas=quotas):
+            used.update(counted)
+    return used
+
+
+DESKTOP_QUOTAS = frozenset({"max_desktops", "max_vcpus", "max_memory_mb"})
+
+
 def quota_check_desktops(*, tenant: Tenant, vcpus: int, memory_mb: int, count: int = 1) -> None:
     """Raise QuotaExceeded if ``count`` more desktops of this size would pass a quota.
 
     Call it inside a transaction after ``tenant_lock``.
     """
-    from vdi.choices import DesktopState
-    from vdi.models import Desktop
-
     if tenant.max_desktops is None and tenant.max_vcpus is None and tenant.max_memory_mb is None:
         return
-    with scopes_disabled():
-        usage = Desktop.objects.filter(tenant=tenant).exclude(
-            state=DesktopState.DELETING
-        ).aggregate(desktops=Count("id"), vcpus=Sum("vcpus"), memory=Sum("memory_mb"))
+    usage = quota_in_use(tenant=tenant, quotas=DESKTOP_QUOTAS)
     checks = (
-        ("max_desktops", tenant.max_desktops, usage["desktops"] + count),
-        ("max_vcpus", tenant.max_vcpus, (usage["vcpus"] or 0) + vcpus * count),
-        ("max_memory_mb", tenant.max_memory_mb, (usage["memory"] or 0) + memory_mb * count),
+        ("max_desktops", tenant.max_desktops, usage.get("max_desktops", 0) + count),
+        ("max_vcpus", tenant.max_vcpus, usage.get("max_vcpus", 0) + vcpus * count),
+        ("max_memory_mb", tenant.max_memory_mb, usage.get("max_memory_mb", 0) + memory_mb * count),
     )
     for quota, limit, wanted in checks:
         if limit is not None and wanted > limit:

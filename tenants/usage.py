@@ -18,25 +18,22 @@ from .models import MonthlyUsage, Tenant, UsageEvent, UsageSubject
 from .scoping import scopes_disabled
 
 # --- the journal ------------------------------------------------------------------------------
+# Which rows the journal follows (by model label), and which carry a size.
+USAGE_SUBJECTS = {"vdi.desktop": UsageSubject.DESKTOP, "brokers.session": UsageSubject.SESSION}
+SIZED = {UsageSubject.DESKTOP: ("vcpus", "memory_mb")}
 
 
-def usage_record(model, pk, state: str, at: datetime) -> None:
-    """Called by the desktop and session state machines for every state a row enters."""
-    from brokers.choices import LIVE_SESSION_STATES, SessionState
-    from vdi.choices import DesktopState
 
+def usage_record(model, pk, state: str, at: datetime, *, active: bool) -> None:
+    """Called by the desktop and session state machines for every state a row enters;
+    ``active`` says whether the state counts (a running desktop, a live session)."""
     label = model._meta.label_lower
+    subject = USAGE_SUBJECTS.get(label)
+    if subject is None:
+        return
+    fields = ("tenant_id", "pool_id", *SIZED.get(subject, ()))
     with scopes_disabled():
-        if label == "vdi.desktop":
-            row = model._base_manager.filter(pk=pk).values(
-                "tenant_id", "pool_id", "vcpus", "memory_mb").first()
-            subject, active = UsageSubject.DESKTOP, state == DesktopState.RUNNING
-        elif label == "brokers.session":
-            row = model._base_manager.filter(pk=pk).values("tenant_id", "pool_id").first()
-            subject = UsageSubject.SESSION
-            active = state in LIVE_SESSION_STATES and state != SessionState.PENDING
-        else:
-            return
+        row = model._base_manager.filter(pk=pk).values(*fields).first()
         if row is None:
             return
         UsageEvent.objects.create(

@@ -20,9 +20,9 @@ from django.utils import timezone
 from django.utils.http import urlencode
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from vdi.disclosure import audit_details_for
 from core.errors import InvalidInput, ServiceError
 
+from .audit import audit_details_for
 from .forms import MemberAddForm, MemberRoleForm
 from .models import Invitation, InvitationState
 from .portal import audit_invalid_form, page_of, tenant_admin_page

@@ -1,5 +1,8 @@
 from django.contrib import admin, messages
 
+from hypervisors.admin import HostAdmin
+from hypervisors.models import Host
+
 from tenants.adminutils import AuditedAdmin, LimitedInlineFormSet, ReadOnlyAdmin
 from .choices import POWER_OPERATIONS_FROM, OperationKind
 from core.errors import ServiceError
@@ -187,3 +190,22 @@ class PoolEntitlementAdmin(AuditedAdmin, admin.ModelAdmin):
     def delete_model(self, request, obj):
         super().delete_model(request, obj)
         pool_entitlements_changed(pool=obj.pool, actor=request.user)
+
+
+class HostDesktopInline(DesktopInline):
+    """The host's desktops (read-only, the newest ones): which tenant and pool each serves."""
+
+    fk_name = "host"
+    fields = ["name", "tenant", "pool", "state", "assigned_user", "state_changed_at"]
+    readonly_fields = fields
+
+
+class HostWithDesktopsAdmin(HostAdmin):
+    """Hosts, with the desktops on each: the hosts layer knows no desktop, so its admin page
+    is extended from here."""
+
+    inlines = [*HostAdmin.inlines, HostDesktopInline]
+
+
+admin.site.unregister(Host)
+admin.site.register(Host, HostWithDesktopsAdmin)

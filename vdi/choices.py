@@ -41,6 +41,7 @@ _D = DesktopState
 DESKTOP_MACHINE = StateMachine(
     label="desktop",
     journal="tenants.usage.usage_record",
+    active_states=frozenset({DesktopState.RUNNING}),
     transitions={
         _D.PENDING: frozenset({_D.PROVISIONING, _D.DELETING, _D.ERROR}),
         _D.PROVISIONING: frozenset({_D.STOPPED, _D.ERROR, _D.UNKNOWN}),
@@ -107,3 +108,15 @@ OPERATION_MACHINE = StateMachine(
         _O.FAILED: frozenset(),
     },
 )
+
+
+# Desktops in these states hold their host's resources (boots in flight included).
+RESERVING_STATES = (
+    DesktopState.PROVISIONING, DesktopState.STARTING, DesktopState.RUNNING,
+    DesktopState.STOPPING, DesktopState.RECYCLING, DesktopState.UNKNOWN,
+)
+# Desktops whose state says what their domain should be doing. Others are in the middle of
+# an operation, which owns their state until it finishes.
+SETTLED_STATES = (DesktopState.RUNNING, DesktopState.STOPPED)
+# Desktops still to be given a host.
+UNPLACED_STATES = (DesktopState.PENDING, DesktopState.PROVISIONING)

@@ -20,7 +20,7 @@ from tenants.usage import usage_for_month
 from core.api.filters import ListFilterSet, choice_filter
 from core.api.renderers import CSVRenderer, FileErrorsAsJSONMixin
 from core.api.throttling import TenantThrottleMixin
-from vdi.disclosure import audit_details_for
+from tenants.audit import audit_details_for
 from core.errors import Forbidden, InvalidInput
 
 from .base import ScopedQuerysetMixin, TenantScopedMixin

@@ -11,6 +11,7 @@ from hypervisors.drivers import HostInfo, StorageInfo
 from hypervisors.models import Host
 from tenants.scoping import scopes_disabled
 from vdi import services as vdi_services
+from vdi.services import executors
 from vdi.choices import DesktopState, OperationState
 from vdi.models import Desktop, Operation
 
@@ -77,7 +78,7 @@ def test_a_host_without_the_requested_virt_type_stays_down_with_the_reason(db, m
 
 def test_a_domain_that_cannot_be_defined_leaves_no_disk_behind(make_pool, host, run_tasks,
                                                                monkeypatch):
-    monkeypatch.setattr(vdi_services, "build_domain_xml", lambda spec: "<domain type='nonsense'/>")
+    monkeypatch.setattr(executors, "build_domain_xml", lambda spec: "<domain type='nonsense'/>")
     with run_tasks():
         pool = make_pool(min_stopped=1)
     with scopes_disabled():

@@ -27,6 +27,7 @@ from tests.api.contract import World
 from tests.conftest import PASSWORD
 from core import context
 from vdi import services
+from vdi.services import executors
 from core.errors import Conflict
 from vdi.models import Desktop, Pool
 
@@ -369,9 +370,9 @@ def test_a_finished_operation_is_a_system_entry_once_whatever_its_retries(
     assert provisioned.request_id and provisioned.tenant.slug == "acme"
 
     def broken(desktop, operation):
-        raise services.DriverError("the host refused")
+        raise executors.DriverError("the host refused")
 
-    monkeypatch.setitem(services._EXECUTORS, "reboot", broken)
+    monkeypatch.setitem(executors._EXECUTORS, "reboot", broken)
     with scopes_disabled(), run_tasks():
         desktop = Desktop.objects.get(pool=pool)
         services.desktop_power(desktop=desktop, kind="reboot", actor=None)

@@ -22,7 +22,7 @@ from tests.processes import celery_worker, running, wait_for
 from tests.vdi.test_settings import ROOT
 from config import celery_app
 from vdi.choices import OperationState
-from config.metrics import OPERATION_SECONDS
+from core.metrics import OPERATION_SECONDS
 from vdi.models import Desktop, Operation
 from vdi.services import desktop_create, operation_run
 

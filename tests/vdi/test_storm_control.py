@@ -9,7 +9,8 @@ from hypervisors.models import Host
 from tenants.scoping import scopes_disabled
 from vdi.choices import DesktopState, OperationKind, OperationState
 from vdi.models import Desktop, Operation
-from vdi.services import BOOT_SLOT, WAITING, _boot_slot_release, desktop_power, operation_run
+from vdi.services import BOOT_SLOT, WAITING, desktop_power, operation_run
+from vdi.services.operations import _boot_slot_release
 
 
 @pytest.fixture
