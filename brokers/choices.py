@@ -1,14 +1,18 @@
 from django.db import models
 
+from core.choices import Tone, TonedChoices, nonmember
 from core.statemachine import StateMachine
 
 
-class SessionState(models.TextChoices):
+class SessionState(TonedChoices):
     PENDING = "pending", "Pending"
     READY = "ready", "Ready"
     CONNECTED = "connected", "Connected"
     DISCONNECTED = "disconnected", "Disconnected"
     ENDED = "ended", "Ended"
+
+    TONES = nonmember({"pending": Tone.BUSY, "ready": Tone.GOOD, "connected": Tone.GOOD,
+                       "disconnected": Tone.BUSY})
 
 
 class EndReason(models.TextChoices):

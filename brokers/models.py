@@ -3,6 +3,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from core.choices import tone_property
 from tenants.models import TenantOwnedModel
 
 from .choices import LIVE_SESSION_STATES, EndReason, SessionState, TicketKind
@@ -24,6 +25,7 @@ class Session(TenantOwnedModel):
     state = models.CharField(
         max_length=16, choices=SessionState.choices, default=SessionState.PENDING
     )
+    state_tone = tone_property("state", SessionState)
     state_changed_at = models.DateTimeField(auto_now_add=True)
     end_reason = models.CharField(max_length=16, choices=EndReason.choices, blank=True, default="")
     operation = models.ForeignKey(

@@ -3,7 +3,7 @@ from datetime import datetime
 from tenants.taskutils import platform_task
 
 from .services import sessions_expire
-from .tickets import console_revoke, ticket_apply
+from .services.tickets import console_revoke, ticket_apply
 
 
 # Both run on the "console" queue (CELERY_TASK_ROUTES): tickets never wait behind

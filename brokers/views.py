@@ -22,7 +22,7 @@ from .choices import LIVE_SESSION_STATES, SessionState, TicketKind
 from .consolefile import vv_response
 from .selectors import session_list_for_user
 from .services import session_connect
-from .tickets import console_file_ticket_issue, ticket_issue
+from .services.tickets import console_file_ticket_issue, ticket_issue
 
 logger = logging.getLogger(__name__)
 

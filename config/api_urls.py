@@ -3,7 +3,7 @@ from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.routers import SimpleRouter
 
-from brokers.api.views import SessionViewSet
+from brokers.api.views import DesktopTakeoverViewSet, PoolConnectViewSet, SessionViewSet
 from hypervisors.api.views import HostViewSet
 from tenants.api.reports import AuditEventViewSet, UsageView
 from tenants.api.tokens import ApiTokenViewSet, TokenView
@@ -37,6 +37,15 @@ for prefix, viewset, basename in (
 ):
     viewset.lookup_value_regex = UUID
     tenant.register(prefix, viewset, basename=basename)
+# The brokers app's actions on pools and desktops, under their prefixes and basenames: a
+# router of their own, since one router takes each basename once.
+brokering = SimpleRouter()
+for prefix, viewset, basename in (
+    ("pools", PoolConnectViewSet, "pool"),
+    ("desktops", DesktopTakeoverViewSet, "desktop"),
+):
+    viewset.lookup_value_regex = UUID
+    brokering.register(prefix, viewset, basename=basename)
 HostViewSet.lookup_value_regex = ImageViewSet.lookup_value_regex = UUID
 InvitationViewSet.lookup_value_regex = UUID
 ApiTokenViewSet.lookup_value_regex = UUID
@@ -56,7 +65,7 @@ urlpatterns = [
     path("tenants/<slug:tenant_slug>/sessions/<uuid:pk>/console.vv",
          SessionViewSet.as_view({"get": "console_vv"}), name="session-console-vv"),
     path("tenants/<slug:tenant_slug>/usage/", UsageView.as_view(), name="usage"),
-    path("tenants/<slug:tenant_slug>/", include(tenant.urls)),
+    path("tenants/<slug:tenant_slug>/", include([*tenant.urls, *brokering.urls])),
     path("", include(platform.urls)),
     re_path(r"", not_found),
 ]

@@ -1,4 +1,7 @@
-from django.apps import AppConfig
+from importlib import import_module
+
+from django.apps import AppConfig, apps
+from django.utils.module_loading import module_has_submodule
 
 
 class ConfigConfig(AppConfig):
@@ -7,3 +10,10 @@ class ConfigConfig(AppConfig):
 
     name = "config"
     verbose_name = "Project"
+
+    def ready(self):
+        # Services send their tasks by name (core.taskutils.task_named): every process, the
+        # web's too, registers every app's tasks once at start-up, as the worker does.
+        for app in apps.get_app_configs():
+            if module_has_submodule(app.module, "tasks"):
+                import_module(f"{app.name}.tasks")

@@ -6,7 +6,7 @@ broke the request may be the database itself.
 
 from __future__ import annotations
 
-from django.http import HttpResponseServerError, JsonResponse
+from django.http import HttpResponseServerError
 from django.template import loader
 from django.views import defaults
 from django.views.decorators.csrf import requires_csrf_token

@@ -4,7 +4,6 @@ VDI_ENV selects the profile: ``production`` (default: every secret must be given
 ``demo`` (the README's run command) or ``test`` (the test suite).
 """
 
-import ipaddress
 import os
 import re
 from datetime import timedelta
@@ -12,6 +11,11 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+
+from config.env import env_bool, env_list
+from config.settings_logging import log_format, logging_config
+from config.settings_vdi import console_proxy_tls, default_quota, vdi_settings
+from core.limits import TICKET_TTL_MAX_S, TICKET_TTL_MIN_S  # noqa: F401 (settings names too)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VDI_ENV = os.environ.get("VDI_ENV", "production")
@@ -27,15 +31,6 @@ DATA_DIR.mkdir(parents=True, exist_ok=True)
 # variable when it is first imported, after the settings.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(DATA_DIR / "prometheus"))
 Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
-
-
-def env_bool(name: str, default: bool = False) -> bool:
-    return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
-
-
-def env_list(name: str, default: str = "") -> list[str]:
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
-
 
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
@@ -327,233 +322,46 @@ CELERY_BEAT_SCHEDULE = {
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
-# --- product settings -----------------------------------------------------------------------
-from core.limits import TICKET_TTL_MAX_S, TICKET_TTL_MIN_S  # noqa: E402 (plain constants)
-
-
-def env_int_between(name: str, default: int, low: int, high: int) -> int:
-    """An integer setting that must lie in [low, high]: anything else stops the start-up."""
-    raw = os.environ.get(name, str(default)).strip()
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a whole number, not {raw!r}") from None
-    if not low <= value <= high:
-        raise ImproperlyConfigured(f"{name} must be between {low} and {high}, not {value}")
-    return value
-
-
-VDI = {
-    # Lifetime of a console password set on a live domain (a pool may set its own, within
-    # the same bounds).
-    "TICKET_TTL_S": env_int_between("VDI_TICKET_TTL_S", 120, TICKET_TTL_MIN_S, TICKET_TTL_MAX_S),
-    # The most desktops one pool may have, so that one tenant's pool cannot take every host.
-    "POOL_MAX_DESKTOPS": env_int_between("VDI_POOL_MAX_DESKTOPS", 100, 1, 100_000),
-    # How long a connect request waits for a worker to set the ticket before answering 202.
-    "TICKET_WAIT_S": float(os.environ.get("VDI_TICKET_WAIT_S", "10")),
-    # What a pending connect tells the client to wait before polling again.
-    "RETRY_AFTER_S": int(os.environ.get("VDI_RETRY_AFTER_S", "3")),
-    # An operation still running past this deadline is reaped.
-    "OPERATION_DEADLINE_S": int(os.environ.get("VDI_OPERATION_DEADLINE_S", "600")),
-    # Seconds a libvirt call may take before it is abandoned.
-    "LIBVIRT_CALL_TIMEOUT_S": float(os.environ.get("VDI_LIBVIRT_CALL_TIMEOUT_S", "30")),
-    # A host that fails this many checks in a row is marked down, its desktops unknown.
-    "HOST_DOWN_AFTER_FAILURES": int(os.environ.get("VDI_HOST_DOWN_AFTER_FAILURES", "3")),
-    # A lab's hosts only: host URIs may say qemu+ssh://…?no_verify=1 (the lab's own sshd on
-    # loopback has a throwaway host key). Never on for real hosts.
-    "HOST_URI_ALLOW_NO_VERIFY": env_bool("VDI_HOST_URI_ALLOW_NO_VERIFY"),
-    # Tenant networks on "tenant" hosts (docs/hosts.md): tenant N's isolated networks get
-    # the Nth subnet of this size from this range (its address .1 is the host's, with DHCP).
-    "TENANT_NETWORK_RANGE": os.environ.get("VDI_TENANT_NETWORK_RANGE", "10.128.0.0/9"),
-    "TENANT_NETWORK_PREFIX": env_int_between("VDI_TENANT_NETWORK_PREFIX", 24, 8, 29),
-    # Tenant N's libvirt networks (and their bridges) are named <this>N.
-    "TENANT_NETWORK_NAME": os.environ.get("VDI_TENANT_NETWORK_NAME", "vdi-t"),
-    # Placement: "spread" puts a desktop on the least committed host, "pack" on the most
-    # committed one that still has room (fewer hosts busy).
-    "PLACEMENT": os.environ.get("VDI_PLACEMENT", "spread"),
-    # How long a graceful shutdown may take before the desktop is powered off.
-    "SHUTDOWN_GRACE_S": float(os.environ.get("VDI_SHUTDOWN_GRACE_S", "60")),
-    # How long an Idempotency-Key is remembered.
-    "IDEMPOTENCY_TTL_H": int(os.environ.get("VDI_IDEMPOTENCY_TTL_H", "24")),
-    # How soon an operation waiting for a boot slot on its host looks again.
-    "BOOT_SLOT_RETRY_S": float(os.environ.get("VDI_BOOT_SLOT_RETRY_S", "2")),
-    # How often the portal's live parts (desktop states, pool spares, a pending Connect) ask
-    # for news while something is changing; five times slower once all is settled.
-    "PORTAL_POLL_S": float(os.environ.get("VDI_PORTAL_POLL_S", "2")),
-}
-
-
-# --- organisations: default quotas and invitations (tenants/services.py) --------------------
-def _default_quota(name: str, production: int) -> int | None:
-    """A new organisation's quota when its creator gives none: a whole number, or empty for
-    unlimited. Unset: ``production`` in production, unlimited in demo and test."""
-    raw = os.environ.get(name, "" if DEVELOPMENT else str(production)).strip()
-    if raw and not raw.isdigit():
-        raise ImproperlyConfigured(f"{name} must be a whole number or empty, not {raw!r}")
-    return int(raw) if raw else None
-
-
-VDI.update({
-    "DEFAULT_TENANT_QUOTAS": {
-        "max_desktops": _default_quota("VDI_DEFAULT_TENANT_MAX_DESKTOPS", 50),
-        "max_vcpus": _default_quota("VDI_DEFAULT_TENANT_MAX_VCPUS", 100),
-        "max_memory_mb": _default_quota("VDI_DEFAULT_TENANT_MAX_MEMORY_MB", 204800),
-        "max_sessions": _default_quota("VDI_DEFAULT_TENANT_MAX_SESSIONS", 50),
-    },
-    # How long an invitation to an organisation (and its e-mailed link) stays valid.
-    "INVITATION_TTL_H": int(os.environ.get("VDI_INVITATION_TTL_H", "72")),
-})
-if VDI["INVITATION_TTL_H"] < 1:
-    raise ImproperlyConfigured("VDI_INVITATION_TTL_H must be at least 1")
+# --- the platform's own settings, settings.VDI (config/settings_vdi.py) ----------------------
+VDI = vdi_settings(development=DEVELOPMENT, allowed_hosts=ALLOWED_HOSTS,
+                   csrf_trusted_origins=CSRF_TRUSTED_ORIGINS)
 # The invitations' states, as the organisation and the person invited see them, under one
 # name in the API schema.
 SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {})[
     "InvitationStateEnum"] = "tenants.models.INVITATION_STATES"
-
-# --- browser console proxy (manage.py console_proxy; docs/connecting.md) ---------------------
-def _console_origins() -> list[str]:
-    """Origins whose pages may open console websockets: VDI_CONSOLE_ALLOWED_ORIGINS, else
-    CSRF_TRUSTED_ORIGINS plus https://HOST for each plain ALLOWED_HOSTS entry; in demo and
-    test also http(s)://HOST on any port (``:*``), the port being the dev server's."""
-    if os.environ.get("VDI_CONSOLE_ALLOWED_ORIGINS", "").strip():
-        return env_list("VDI_CONSOLE_ALLOWED_ORIGINS")
-    origins = list(CSRF_TRUSTED_ORIGINS)
-    for host in ALLOWED_HOSTS:
-        if host in {"*", "testserver"} or host.startswith((".", "*")):
-            continue
-        origins += [f"http://{host}:*", f"https://{host}:*"] if DEVELOPMENT else [f"https://{host}"]
-    return origins
+# Under the names they had when they were written here (the tests call them).
+_console_proxy_tls = console_proxy_tls
 
 
-def _console_proxy_tls() -> tuple[str, str]:
-    """The PEM certificate chain and private key the console proxy serves wss:// with, or
-    two empty strings (ws://). Both or neither; the files are read when the proxy starts
-    (the portal only needs to know that it serves TLS, not the key)."""
-    cert = os.environ.get("VDI_CONSOLE_PROXY_TLS_CERT", "").strip()
-    key = os.environ.get("VDI_CONSOLE_PROXY_TLS_KEY", "").strip()
-    if bool(cert) != bool(key):
-        raise ImproperlyConfigured(
-            "VDI_CONSOLE_PROXY_TLS_CERT and VDI_CONSOLE_PROXY_TLS_KEY go together: set both "
-            f"(PEM file paths) to serve wss://, or neither; only "
-            f"{'VDI_CONSOLE_PROXY_TLS_CERT' if cert else 'VDI_CONSOLE_PROXY_TLS_KEY'} is set")
-    return cert, key
+def _default_quota(name: str, production: int) -> int | None:
+    """A new organisation's quota when its creator gives none, under this profile."""
+    return default_quota(name, production, DEVELOPMENT)
 
 
-_console_tls_cert, _console_tls_key = _console_proxy_tls()
-VDI.update({
-    # Where `manage.py console_proxy` listens (HOST:PORT; --listen overrides it).
-    "CONSOLE_PROXY_LISTEN": os.environ.get("VDI_CONSOLE_PROXY_LISTEN", "127.0.0.1:6080"),
-    # The websocket URL browsers use to reach the proxies (e.g. wss://console.example.com/);
-    # empty: ws(s)://<the portal's host name>:<the listen port>/, wss:// when the proxy
-    # serves TLS itself (below) or the page is https.
-    "CONSOLE_PROXY_URL": os.environ.get("VDI_CONSOLE_PROXY_URL", ""),
-    # The proxy serves wss:// itself with this certificate chain and key (PEM file paths;
-    # --tls-cert/--tls-key override them); empty: ws://, TLS ending at a load balancer.
-    "CONSOLE_PROXY_TLS_CERT": _console_tls_cert,
-    "CONSOLE_PROXY_TLS_KEY": _console_tls_key,
-    "CONSOLE_ALLOWED_ORIGINS": _console_origins(),
-    # Behind a load balancer: take the browser's address from the last X-Forwarded-For hop.
-    "CONSOLE_PROXY_TRUST_FORWARDED_FOR": env_bool("VDI_CONSOLE_PROXY_TRUST_FORWARDED_FOR"),
-    # How often each open browser console asks whether its session is still live; an
-    # ended session's console is closed within about this long.
-    "CONSOLE_PROXY_RECHECK_S": float(os.environ.get("VDI_CONSOLE_PROXY_RECHECK_S", "2")),
-    # Abuse limits, per proxy process (0: none): open connections from one client address
-    # and in all, and how long a connection may take to finish its websocket handshake.
-    "CONSOLE_PROXY_MAX_PER_ADDRESS": env_int_between("VDI_CONSOLE_PROXY_MAX_PER_ADDRESS", 10,
-                                                     0, 100_000),
-    "CONSOLE_PROXY_MAX_CONNECTIONS": env_int_between("VDI_CONSOLE_PROXY_MAX_CONNECTIONS", 500,
-                                                     0, 100_000),
-    "CONSOLE_PROXY_HANDSHAKE_TIMEOUT_S": float(
-        os.environ.get("VDI_CONSOLE_PROXY_HANDSHAKE_TIMEOUT_S", "10")),
-})
-if not VDI["CONSOLE_PROXY_RECHECK_S"] > 0:
-    raise ImproperlyConfigured("VDI_CONSOLE_PROXY_RECHECK_S must be a positive number of "
-                               f"seconds, not {VDI['CONSOLE_PROXY_RECHECK_S']}")
-try:
-    _tenant_range = ipaddress.IPv4Network(VDI["TENANT_NETWORK_RANGE"])
-except ValueError as _error:
-    raise ImproperlyConfigured(f"VDI_TENANT_NETWORK_RANGE: {_error}") from None
-if not _tenant_range.is_private or _tenant_range.prefixlen > VDI["TENANT_NETWORK_PREFIX"]:
-    raise ImproperlyConfigured(
-        f"VDI_TENANT_NETWORK_RANGE {_tenant_range} must be a private IPv4 range of at least one "
-        f"/{VDI['TENANT_NETWORK_PREFIX']} (VDI_TENANT_NETWORK_PREFIX)")
-if not re.fullmatch(r"[a-z][a-z0-9-]{0,9}", VDI["TENANT_NETWORK_NAME"]):
-    raise ImproperlyConfigured(
-        "VDI_TENANT_NETWORK_NAME must be 1-10 lower-case letters, digits or dashes, starting "
-        f"with a letter (bridge names are at most 15 characters), not {VDI['TENANT_NETWORK_NAME']!r}")
-if VDI["PLACEMENT"] not in {"spread", "pack"}:
-    raise ImproperlyConfigured(f"VDI_PLACEMENT must be spread or pack, not {VDI['PLACEMENT']!r}")
+# --- login throttling, browser security headers (config/settings_security.py) ---------------
+from config.settings_security import (  # noqa: E402,F401 (settings names, read after VDI)
+    AXES_CLIENT_IP_CALLABLE,
+    AXES_COOLOFF_TIME,
+    AXES_FAILURE_LIMIT,
+    AXES_HANDLER,
+    AXES_HTTP_RESPONSE_CODE,
+    AXES_LOCKOUT_CALLABLE,
+    AXES_LOCKOUT_PARAMETERS,
+    AXES_RESET_ON_SUCCESS,
+    AXES_VERBOSE,
+    CONTENT_SECURITY_POLICY,
+    SECURE_CONTENT_TYPE_NOSNIFF,
+    SECURE_CROSS_ORIGIN_OPENER_POLICY,
+    SECURE_REFERRER_POLICY,
+    VDI_LOGIN_FAILURE_LIMIT_PER_ADDRESS,
+    X_FRAME_OPTIONS,
+)
 
-# --- metrics, login throttling, browser security headers ------------------------------------
-VDI.update({
-    # Who may read /metrics (config/metrics.py): these addresses or networks, or a request
-    # with "Authorization: Bearer <VDI_METRICS_TOKEN>" (empty: no token is accepted).
-    "METRICS_ALLOWED_IPS": env_list("VDI_METRICS_ALLOWED_IPS", "127.0.0.1,::1"),
-    "METRICS_TOKEN": os.environ.get("VDI_METRICS_TOKEN", ""),
-})
-for _network in VDI["METRICS_ALLOWED_IPS"]:
-    try:
-        ipaddress.ip_network(_network, strict=False)
-    except ValueError:
-        raise ImproperlyConfigured(f"VDI_METRICS_ALLOWED_IPS: {_network!r} is not an address "
-                                   "or network") from None
-# Login lockout (django-axes) for the portal, Django admin and auth/token/: after
-# VDI_LOGIN_FAILURE_LIMIT failed logins for one username from one address, that pair is
-# refused (429) for VDI_LOGIN_COOLOFF_MIN minutes; a successful login clears the count.
-# Password spraying (a few tries at many usernames) is caught per address: after
-# VDI_LOGIN_FAILURE_LIMIT_PER_ADDRESS failed logins from one address, whatever the
-# usernames, every login from there is refused for the cool-off (0: no such limit); a
-# successful login there clears only its own username's failures (config/security.py).
-AXES_FAILURE_LIMIT = int(os.environ.get("VDI_LOGIN_FAILURE_LIMIT", "5"))
-VDI_LOGIN_FAILURE_LIMIT_PER_ADDRESS = int(os.environ.get("VDI_LOGIN_FAILURE_LIMIT_PER_ADDRESS",
-                                                         "30"))
-AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("VDI_LOGIN_COOLOFF_MIN", "15")))
-AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
-AXES_HANDLER = "config.security.LoginLockoutHandler"  # axes' database handler + the address limit
-AXES_RESET_ON_SUCCESS = True
-AXES_CLIENT_IP_CALLABLE = "core.context.client_ip"  # honours VDI_THROTTLE_NUM_PROXIES
-AXES_LOCKOUT_CALLABLE = "config.security.lockout_response"
-AXES_HTTP_RESPONSE_CODE = 429
-AXES_VERBOSE = False  # its lines name the username and address only; no banner at each start
-# Content-Security-Policy (django-csp): nothing but our own files, no inline script or
-# style. Two exceptions (config/security.py): the browser console page may also open its
-# websocket to the console proxies, and Django admin and Swagger UI, whose templates carry
-# an inline <style>, may use inline styles.
-CONTENT_SECURITY_POLICY = {
-    "EXCLUDE_URL_PREFIXES": ["/metrics", "/healthz", "/readyz"],
-    "DIRECTIVES": {
-        "default-src": ["'self'"],
-        "script-src": ["'self'"],
-        "style-src": ["'self'"],
-        "img-src": ["'self'", "data:"],  # noVNC draws its cursor from data: URLs
-        "connect-src": ["'self'"],
-        "object-src": ["'none'"],
-        "base-uri": ["'self'"],
-        "form-action": ["'self'"],
-        "frame-ancestors": ["'none'"],
-    },
-}
-X_FRAME_OPTIONS = "DENY"
-SECURE_CONTENT_TYPE_NOSNIFF = True
-SECURE_REFERRER_POLICY = "same-origin"
-SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
-
-# One JSON object per line in production (core/logformat.py), for log shippers; plain lines
-# in the demo and tests unless LOG_FORMAT says otherwise. Celery workers follow (config/celery.py).
-LOG_FORMAT = os.environ.get("LOG_FORMAT", "plain" if DEVELOPMENT else "json")
-if LOG_FORMAT not in {"json", "plain"}:
-    raise ImproperlyConfigured(f"LOG_FORMAT must be json or plain, not {LOG_FORMAT!r}")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "core.logformat.JsonFormatter"},
-    },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
-}
+# One JSON object per line in production, for log shippers; plain lines in the demo and tests
+# unless LOG_FORMAT says otherwise (config/settings_logging.py). Celery workers follow
+# (config/celery.py).
+LOG_FORMAT = log_format(DEVELOPMENT)
+LOGGING = logging_config(LOG_FORMAT)
 
 if not DEVELOPMENT:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.http import JsonResponse
 
-# Set on an exception once the audit trail has it, so that it is recorded only once.
+# Set on an exception once an audit entry records it, so that callers up the stack (an
+# enclosing ``audited`` block, the API's error handler) don't record it again.
 RECORDED = "_audit_recorded"
 
 

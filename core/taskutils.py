@@ -35,7 +35,8 @@ def task(name: str, *, scope=nullcontext, **options):
 
 def task_named(name: str):
     """The task registered under ``name``: services send the tasks that wrap them by name,
-    so that a tasks module may import its services and never the other way round."""
+    so that a tasks module may import its services and never the other way round. Every
+    process registers every app's tasks at start-up (``config/apps.py``)."""
     return current_app.tasks[name]
 
 

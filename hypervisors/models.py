@@ -12,6 +12,9 @@ from tenants.models import TenantOwnedModel
 from .choices import HostState, NetworkMode, VirtType
 
 
+# libvirt's test driver (test:///default and friends): the one rule for a simulated host.
+SIMULATED_URI_PREFIX = "test"
+
 class Host(models.Model):
     """A KVM hypervisor. Platform-owned: shared by every tenant, managed by staff."""
 
@@ -115,7 +118,7 @@ class Host(models.Model):
     @property
     def is_simulated(self) -> bool:
         """libvirt's test driver: domains exist but no guest runs and no console answers."""
-        return self.uri.startswith("test")
+        return self.uri.startswith(SIMULATED_URI_PREFIX)
 
     def has_volume(self, name: str) -> bool:
         """Whether the last probe saw ``name`` in the storage pool. A simulated host makes

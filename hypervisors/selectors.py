@@ -1,7 +1,5 @@
 from .choices import HostState
-from .models import Host
-
-SIMULATED_URI_PREFIX = "test"  # as Host.is_simulated
+from .models import SIMULATED_URI_PREFIX, Host
 
 
 def simulated_hosts_in_use() -> bool:

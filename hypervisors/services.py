@@ -19,6 +19,8 @@ from django.utils import timezone
 from django.db.models import IntegerField, Value
 
 from core.errors import Conflict
+from core.modelutils import model_update
+from core.taskutils import send_on_commit
 from tenants.audit import audit_record, audited
 from tenants.scoping import scopes_disabled
 
@@ -48,8 +50,7 @@ def host_create(**fields) -> Host:
 
 
 def host_update(*, host: Host, **fields) -> Host:
-    for name, value in fields.items():
-        setattr(host, name, value)
+    model_update(host, fields)
     return host_save(host=host)
 
 
@@ -64,9 +65,7 @@ def host_save(*, host: Host) -> Host:
 
 
 def host_check_enqueue(host: Host) -> None:
-    from .tasks import host_check_task
-
-    host_check_task.delay_on_commit(str(host.id))
+    send_on_commit("hypervisors.host_check", str(host.id))
 
 
 def host_refresh(*, host: Host) -> Host:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from django.utils import timezone
 
+from core.taskutils import task_named
+
 from .drivers import DomainEvent, DriverError, EventKind, Subscription, driver_for
 from .models import Host
 from .services import host_event
@@ -91,9 +93,7 @@ class HostWatcher:
             logger.exception("host %s: could not apply %s", host.name, event)
 
     def _check(self, host: Host) -> None:
-        from .tasks import host_check_task
-
-        host_check_task.delay(str(host.id))
+        task_named("hypervisors.host_check").delay(str(host.id))
 
     def run(self, stop: threading.Event) -> None:
         next_sync = 0.0

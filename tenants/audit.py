@@ -19,6 +19,7 @@ from django.db import DatabaseError, models, transaction
 
 from core import context
 from core.errors import RECORDED, Forbidden, ServiceError
+from core.secrets import is_secret_key
 from core.statemachine import IllegalTransition
 
 from .choices import AuditResult
@@ -35,15 +36,12 @@ class _FromContext:
 
 # The actor by default: the request's user, nobody (the platform) in a task.
 FROM_CONTEXT = _FromContext()
-# Set on an exception once an entry records it, so that callers up the stack (an enclosing
-# ``audited`` block, the API's error handler) don't record it again.
-SECRET_KEYS = frozenset({"password", "token", "key", "secret", "link"})
 
 
 def _check_no_secrets(details, path: str = "details") -> None:
     if isinstance(details, dict):
         for key, value in details.items():
-            if str(key).lower() in SECRET_KEYS:
+            if is_secret_key(key):
                 raise ValueError(f"{path}[{key!r}] looks like a secret: audit entries never "
                                  "hold one")
             _check_no_secrets(value, f"{path}[{key!r}]")

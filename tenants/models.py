@@ -7,6 +7,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.utils import timezone
 
+from core.choices import tone_property
 from core.naming import validate_printable
 
 from .choices import ADMIN_ROLES, AuditResult, AuditSource, Role, TenantStatus
@@ -243,6 +244,7 @@ class AuditEvent(TenantOwnedModel):
     object_id = models.CharField(max_length=64, blank=True)
     result = models.CharField(max_length=8, choices=AuditResult.choices,
                               default=AuditResult.OK)
+    result_tone = tone_property("result", AuditResult)
     details = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
     source = models.CharField(max_length=8, choices=AuditSource.choices,
                               default=AuditSource.SYSTEM)

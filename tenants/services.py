@@ -6,6 +6,7 @@ import logging
 
 from django.db import transaction
 
+from core.modelutils import model_update
 from core.errors import Conflict, Forbidden, InvalidInput, QuotaExceeded
 
 from .audit import audited
@@ -97,11 +98,9 @@ def tenant_update(*, tenant: Tenant, actor, **changes) -> Tenant:
                                 "are set by platform staff.")
         tenant = tenant_lock(tenant=tenant)
         status = changes.pop("status", tenant.status)
-        changed = {name: [getattr(tenant, name), value] for name, value in changes.items()
-                   if getattr(tenant, name) != value}
         previous_status = tenant.status
-        for name, value in {**changes, "status": status}.items():
-            setattr(tenant, name, value)
+        changed = model_update(tenant, changes)
+        tenant.status = status
         tenant.full_clean()
         tenant.status = previous_status  # tenant_set_status changes it, with its effects
         if changed:

@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from hypervisors.choices import HostState
-from hypervisors.drivers.libvirt_driver import drop_connection
+from hypervisors.drivers.libvirt_connections import drop_connection
 from hypervisors.models import Host
 from tenants.choices import Role
 from tenants.scoping import scopes_disabled, tenant_scope

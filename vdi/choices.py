@@ -1,5 +1,6 @@
 from django.db import models
 
+from core.choices import Tone, TonedChoices, nonmember
 from core.statemachine import StateMachine
 
 
@@ -24,7 +25,7 @@ class ImageBoot(models.TextChoices):
     KERNEL = "kernel", "Direct kernel boot (lab)"
 
 
-class DesktopState(models.TextChoices):
+class DesktopState(TonedChoices):
     PENDING = "pending", "Pending"
     PROVISIONING = "provisioning", "Provisioning"
     STOPPED = "stopped", "Stopped"
@@ -35,6 +36,13 @@ class DesktopState(models.TextChoices):
     DELETING = "deleting", "Deleting"
     ERROR = "error", "Error"
     UNKNOWN = "unknown", "Unknown"
+
+    TONES = nonmember({
+        "running": Tone.GOOD,
+        "pending": Tone.BUSY, "provisioning": Tone.BUSY, "starting": Tone.BUSY,
+        "stopping": Tone.BUSY, "recycling": Tone.BUSY,
+        "deleting": Tone.BAD, "error": Tone.BAD, "unknown": Tone.BAD,
+    })
 
 
 _D = DesktopState
@@ -88,11 +96,14 @@ POWER_OPERATIONS_FROM = {
 }
 
 
-class OperationState(models.TextChoices):
+class OperationState(TonedChoices):
     PENDING = "pending", "Pending"
     RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
+
+    TONES = nonmember({"pending": Tone.BUSY, "running": Tone.BUSY, "succeeded": Tone.GOOD,
+                       "failed": Tone.BAD})
 
 
 UNFINISHED_OPERATION_STATES = (OperationState.PENDING, OperationState.RUNNING)

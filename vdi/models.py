@@ -17,6 +17,7 @@ from .choices import (
     PoolKind,
     Protocol,
 )
+from core.choices import tone_property
 from core.limits import TICKET_TTL_MAX_S, TICKET_TTL_MIN_S
 from core.naming import single_line, validate_printable
 
@@ -177,6 +178,7 @@ class Desktop(TenantOwnedModel):
     state = models.CharField(
         max_length=16, choices=DesktopState.choices, default=DesktopState.PENDING
     )
+    state_tone = tone_property("state", DesktopState)
     state_changed_at = models.DateTimeField(auto_now_add=True)
     vcpus = models.PositiveIntegerField()
     memory_mb = models.PositiveIntegerField()
@@ -213,6 +215,7 @@ class Operation(TenantOwnedModel):
     state = models.CharField(
         max_length=16, choices=OperationState.choices, default=OperationState.PENDING
     )
+    state_tone = tone_property("state", OperationState)
     state_changed_at = models.DateTimeField(auto_now_add=True)
     desktop = models.ForeignKey(
         Desktop, on_delete=models.SET_NULL, null=True, blank=True, related_name="operations"

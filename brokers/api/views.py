@@ -10,13 +10,20 @@ from rest_framework.response import Response
 from brokers.consolefile import CONTENT_TYPE, vv_response
 from brokers.models import Session
 from brokers.selectors import session_list_for_user
-from brokers.services import session_end
-from brokers.tickets import IssuedTicket, console_file_ticket_issue, ticket_issue
+from brokers.services import (
+    IssuedTicket,
+    console_file_ticket_issue,
+    session_connect,
+    session_end,
+    session_takeover,
+    ticket_issue,
+)
 from core.api.idempotency import IdempotentMixin
 from tenants.api.base import ScopedQuerysetMixin, TenantScopedMixin
 from core.api.exceptions import error_response
 from core.api.renderers import FileErrorsAsJSONMixin, VirtViewerRenderer
 from core.api.throttling import TenantThrottleMixin
+from vdi.api.views import DesktopLookupMixin, PoolLookupMixin, PoolViewSet
 
 from .filters import SessionFilter
 from .serializers import PendingSerializer, SessionSerializer, TicketSerializer
@@ -104,3 +111,34 @@ class SessionViewSet(IdempotentMixin, TenantThrottleMixin, TenantScopedMixin, Sc
     def end(self, request, tenant_slug, pk):
         session = session_end(session=self.get_object(), actor=request.user)
         return Response(SessionSerializer(session).data)
+
+
+# Connect and takeover are the broker's actions on the vdi app's pools and desktops: routed
+# under pools/ and desktops/ with the same basenames (config/api_urls.py), so their paths,
+# URL names and audit actions (pool.connect, desktop.takeover) are those of the pools' and
+# desktops' own actions.
+class PoolConnectViewSet(PoolLookupMixin, IdempotentMixin, TenantThrottleMixin,
+                         TenantScopedMixin, ScopedQuerysetMixin, viewsets.GenericViewSet):
+    # Connect has no docstring of its own: the schema and OPTIONS describe it with the pools'.
+    __doc__ = PoolViewSet.__doc__
+
+    @extend_schema(request=None, responses=CONNECT_RESPONSES)
+    @action(detail=True, methods=["post"])
+    def connect(self, request, tenant_slug, pk):
+        result = session_connect(user=request.user, pool=self.get_object())
+        if result.pending:
+            return pending_response(result.session)
+        return ticket_or_pending(request, result.session, result.ticket)
+
+
+class DesktopTakeoverViewSet(DesktopLookupMixin, IdempotentMixin, TenantThrottleMixin,
+                             TenantScopedMixin, ScopedQuerysetMixin, viewsets.GenericViewSet):
+    admin_actions = TenantScopedMixin.admin_actions | {"takeover"}
+
+    @extend_schema(request=None, responses=CONNECT_RESPONSES)
+    @action(detail=True, methods=["post"])
+    def takeover(self, request, tenant_slug, pk):
+        """Take the desktop's console over (tenant admins): its user's session ends, you get a
+        session and a fresh ticket; the takeover is audited."""
+        result = session_takeover(desktop=self.get_object(), actor=request.user)
+        return ticket_or_pending(request, result.session, result.ticket)

@@ -48,7 +48,7 @@ class ConsoleTokenPlugin(token_plugins.BasePlugin):
         """The ``ConsoleTarget`` for ``token``, or None (used, expired, unknown, …)."""
         from tenants.scoping import no_scope
 
-        from ..tickets import console_token_consume
+        from ..services.tickets import console_token_consume
 
         with database_access(), no_scope():
             return console_token_consume(token=token)

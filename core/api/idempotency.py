@@ -19,10 +19,10 @@ from rest_framework.utils.encoders import JSONEncoder
 
 from core.errors import Conflict, InvalidInput
 from core.models import IdempotentRequest
+from core.secrets import is_secret_key
 
 HEADER = "Idempotency-Key"
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-SECRET_FIELDS = frozenset({"password", "token"})
 REPLAYED_HEADERS = ("Retry-After", "Location", "Content-Type")
 
 
@@ -33,7 +33,7 @@ class _Replay(Exception):
 
 def _redacted(data):
     if isinstance(data, dict):
-        return {k: None if k in SECRET_FIELDS else _redacted(v) for k, v in data.items()}
+        return {k: None if is_secret_key(k) else _redacted(v) for k, v in data.items()}
     if isinstance(data, list):
         return [_redacted(item) for item in data]
     return data

@@ -7,7 +7,7 @@ import pytest
 
 from brokers.choices import TicketKind
 from brokers.models import ConnectionTicket, Session
-from brokers.tickets import ticket_issue
+from brokers.services import ticket_issue
 from tenants.scoping import scopes_disabled
 from tests.api.test_slice import connect
 

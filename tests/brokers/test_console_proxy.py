@@ -43,8 +43,7 @@ from brokers.proxy import (
     mask_tokens,
     origin_allowed,
 )
-from brokers.services import session_end
-from brokers.tickets import ConsoleTarget, token_hash
+from brokers.services import ConsoleTarget, session_end, token_hash
 from brokers.views import console_proxy_url, warn_mixed_content_once
 from tenants.scoping import scopes_disabled
 from tests.brokers.proxy_helpers import (

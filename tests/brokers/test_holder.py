@@ -10,8 +10,7 @@ from django.db import IntegrityError, transaction
 
 from brokers.choices import EndReason, SessionState
 from brokers.models import Session
-from brokers.services import session_connect, session_end, session_takeover
-from brokers.tickets import ticket_issue
+from brokers.services import session_connect, session_end, session_takeover, ticket_issue
 from tenants.choices import Role, TenantStatus
 from tenants.models import Membership
 from tenants.scoping import scopes_disabled

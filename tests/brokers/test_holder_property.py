@@ -39,8 +39,13 @@ from hypothesis.stateful import (
 
 from brokers.choices import LIVE_SESSION_STATES, TicketKind
 from brokers.models import ConnectionTicket, Session
-from brokers.services import session_connect, session_end, session_takeover
-from brokers.tickets import console_token_consume, ticket_issue
+from brokers.services import (
+    console_token_consume,
+    session_connect,
+    session_end,
+    session_takeover,
+    ticket_issue,
+)
 from hypervisors.choices import HostState
 from hypervisors.drivers import TransientDriverError
 from hypervisors.drivers.libvirt_driver import LibvirtDriver

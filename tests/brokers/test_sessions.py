@@ -9,8 +9,7 @@ from django.utils import timezone
 
 from brokers.choices import EndReason, SessionState, TicketKind
 from brokers.models import Session
-from brokers.services import sessions_expire
-from brokers.tickets import console_token_consume, ticket_issue
+from brokers.services import console_token_consume, sessions_expire, ticket_issue
 from tenants.models import AuditEvent
 from tenants.scoping import scopes_disabled
 from tests.api.test_slice import assert_error, connect

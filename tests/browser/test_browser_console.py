@@ -17,7 +17,7 @@ from PIL import Image
 
 from brokers.choices import SessionState, TicketKind
 from brokers.models import Session
-from brokers.tickets import ticket_issue
+from brokers.services import ticket_issue
 from tenants.scoping import scopes_disabled
 from tests.brokers.test_console_proxy import ws_handshake
 from tests.browser.helpers import non_black_pixels, timing

@@ -53,7 +53,7 @@ def test_member_connects_sees_the_guest_then_powers_it_off_and_the_dashboard_fol
 
     started = time.monotonic()
     page.locator(f'[data-pool-card="{pool.id}"] [data-action="connect"]').click()
-    expect(page.locator('[data-field="connect-state"]')).to_have_text("pending")
+    expect(page.locator('[data-field="connect-state"]')).to_have_text("Pending")
     screenshot(page, "preparing", docs=True)
     # The page moves on by itself once the desktop runs.
     open_console = page.locator('[data-action="open-console"]')
@@ -92,20 +92,20 @@ def test_member_connects_sees_the_guest_then_powers_it_off_and_the_dashboard_fol
     # Back on the dashboard: the desktop is the member's and runs.
     page.goto(f"{live_server.url}/t/acme/")
     state = state_of(page, desktop.id)
-    expect(state).to_have_text("running")
+    expect(state).to_have_text("Running")
     screenshot(page, "dashboard", docs=True)
 
     mark_page(page)
     page.locator(f'[data-desktop="{desktop.id}"] [data-action="poweroff"]').click()
     page.wait_for_load_state()
     mark_page(page)  # again, should the button have submitted a plain form
-    expect(state).to_have_text("stopped", timeout=LIVE_TIMEOUT_MS)
+    expect(state).to_have_text("Stopped", timeout=LIVE_TIMEOUT_MS)
     assert_not_reloaded(page)
 
     # Started from elsewhere (the API): the open dashboard shows it running, still unreloaded.
     response = api("member").post(f"/api/v1/tenants/acme/desktops/{desktop.id}/start/")
     assert response.status_code == 202, response.content
-    expect(state).to_have_text("running", timeout=GUEST_TIMEOUT_MS)
+    expect(state).to_have_text("Running", timeout=GUEST_TIMEOUT_MS)
     assert_not_reloaded(page)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hypervisors.drivers import EventKind
-from hypervisors.drivers import libvirt_driver
+from hypervisors.drivers import TransientDriverError, libvirt_connections
 from hypervisors.drivers.libvirt_driver import LibvirtDriver
 from tests.processes import wait_for
 
@@ -37,7 +37,7 @@ def restart_libvirtd(lab) -> None:
 def test_a_restarted_daemon_closes_the_connection_and_the_next_call_reconnects(lab):
     driver = LibvirtDriver(lab["VDI_LAB_URI"], timeout_s=30)
     driver.list_domains()
-    before = libvirt_driver._connections[driver.uri]
+    before = libvirt_connections._connections[driver.uri]
     closed = threading.Event()
     subscription = driver.subscribe(
         lambda event: closed.set() if event.kind == EventKind.CLOSED else None)
@@ -45,15 +45,15 @@ def test_a_restarted_daemon_closes_the_connection_and_the_next_call_reconnects(l
     restart_libvirtd(lab)
 
     assert closed.wait(30), "the close callback never ran"
-    assert libvirt_driver._connections.get(driver.uri) is not before
+    assert libvirt_connections._connections.get(driver.uri) is not before
     deadline = time.monotonic() + 30
     while True:  # the daemon may still be settling its drivers
         try:
             driver.list_domains()
             break
-        except libvirt_driver.TransientDriverError:
+        except TransientDriverError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
-    assert libvirt_driver._connections[driver.uri] is not before
+    assert libvirt_connections._connections[driver.uri] is not before
     subscription.cancel()

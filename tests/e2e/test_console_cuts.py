@@ -24,7 +24,7 @@ import pytest
 from brokers.choices import SessionState, TicketKind
 from brokers.models import Session
 from brokers.proxy import SESSION_ENDED_CLOSE_CODE
-from brokers.tickets import ticket_issue
+from brokers.services import ticket_issue
 from tenants.choices import TenantStatus
 from tenants.models import Membership
 from tenants.scoping import scopes_disabled

@@ -18,8 +18,7 @@ from django.utils import timezone
 
 from brokers.choices import SessionState, TicketKind
 from brokers.models import Session
-from brokers.services import sessions_expire
-from brokers.tickets import ticket_issue
+from brokers.services import sessions_expire, ticket_issue
 from tenants.scoping import scopes_disabled
 from tests.e2e.clients import ConsoleAuthFailed, spice_login, vnc_capture
 from tests.e2e.lab import desktop_in, serial_log, tail, wait_desktop

@@ -10,7 +10,7 @@ from brokers.choices import EndReason, SessionState
 from brokers.models import Session
 from hypervisors.choices import HostState
 from hypervisors.drivers import DomainEvent, EventKind, PowerState
-from hypervisors.drivers import libvirt_driver
+from hypervisors.drivers import libvirt_connections
 from hypervisors.models import Host
 from hypervisors.services import host_check, host_event, host_reconcile
 from hypervisors.watcher import HostWatcher
@@ -307,12 +307,12 @@ def test_a_closed_connection_is_forgotten_and_subscribers_are_told():
     uri = "test:///default#closing"
     conn = libvirt.open("test:///default")
     told: list[DomainEvent] = []
-    with libvirt_driver._connections_lock:
-        libvirt_driver._connections[uri] = conn
-        libvirt_driver._subscribers[uri] = {told.append}
+    with libvirt_connections._connections_lock:
+        libvirt_connections._connections[uri] = conn
+        libvirt_connections._subscribers[uri] = {told.append}
 
-    libvirt_driver._on_close(conn, libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE, uri)
+    libvirt_connections._on_close(conn, libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE, uri)
 
-    assert uri not in libvirt_driver._connections
+    assert uri not in libvirt_connections._connections
     assert [event.kind for event in told] == [EventKind.CLOSED]
     conn.close()

@@ -15,8 +15,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, resolve
 
 from brokers.choices import TicketKind
 from brokers.models import ConnectionTicket, Session
-from brokers.services import session_connect
-from brokers.tickets import ticket_issue
+from brokers.services import session_connect, ticket_issue
 from tenants.audit import audit_record
 from tenants.models import AppendOnlyError, AuditEvent, Membership
 from tenants.scoping import TenantScopeError, scopes_disabled, tenant_scope
@@ -490,7 +489,7 @@ def test_no_secret_ever_reaches_the_trail(api, make_pool, host, run_tasks, users
 
 def test_the_console_proxy_taking_a_token_is_recorded_and_a_replay_denied(
         make_pool, host, run_tasks, users):
-    from brokers.tickets import console_token_consume
+    from brokers.services import console_token_consume
 
     with run_tasks():
         pool = make_pool(min_ready=1)

@@ -40,7 +40,7 @@ def test_non_staff_cannot_open_admin(client, users):
 
 def test_project_apps_are_all_covered():
     assert {m._meta.app_label for m in project_models()} == {
-        "tenants", "hypervisors", "vdi", "brokers"} and apps.is_installed("vdi")
+        "core", "tenants", "hypervisors", "vdi", "brokers"} and apps.is_installed("vdi")
 
 
 def test_host_list_shows_capacity_bars_and_the_last_error(admin_client, make_pool, host,

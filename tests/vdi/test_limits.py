@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.api.test_slice import assert_error
-from tests.vdi.test_settings import run_check
+from tests.config.test_settings import run_check
 from tests.vdi.test_portal_pools import NEW, form_data, pools  # noqa: F401 (a fixture)
 
 POOLS = "/api/v1/tenants/acme/pools/"

@@ -3,8 +3,6 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from brokers.api.views import CONNECT_RESPONSES, pending_response, ticket_or_pending
-from brokers.services import session_connect, session_takeover
 from tenants.api.base import IsStaff, ScopedQuerysetMixin, TenantScopedMixin
 from core.api.idempotency import IdempotentMixin
 from core.api.throttling import TenantThrottleMixin
@@ -32,11 +30,10 @@ from .serializers import (
 )
 
 
-class PoolViewSet(IdempotentMixin, TenantThrottleMixin, TenantScopedMixin, ScopedQuerysetMixin,
-                  viewsets.ModelViewSet):
-    """Desktop pools. Deleting one answers 202: it is disabled at once, its sessions end and
-    its desktops are deleted in the background (``deleting_since`` is set meanwhile)."""
-
+# The pools and desktops a tenant's API views see, with their filters and ordering: the
+# viewsets here and the brokers app's (connect, takeover) look them up alike. No docstrings:
+# the schema describes an operation by the first docstring among its view's classes.
+class PoolLookupMixin:
     model = Pool
     serializer_class = PoolSerializer
     filterset_class = PoolFilter
@@ -44,6 +41,22 @@ class PoolViewSet(IdempotentMixin, TenantThrottleMixin, TenantScopedMixin, Scope
 
     def scoped_queryset(self):
         return pool_list_for_user(user=self.request.user, is_admin=self.is_admin)
+
+
+class DesktopLookupMixin:
+    model = Desktop
+    serializer_class = DesktopSerializer
+    filterset_class = DesktopFilter
+    ordering_fields = ["name", "created_at", "state", "state_changed_at"]
+
+    def scoped_queryset(self):
+        return desktop_list_for_user(user=self.request.user, is_admin=self.is_admin)
+
+
+class PoolViewSet(PoolLookupMixin, IdempotentMixin, TenantThrottleMixin, TenantScopedMixin,
+                  ScopedQuerysetMixin, viewsets.ModelViewSet):
+    """Desktop pools. Deleting one answers 202: it is disabled at once, its sessions end and
+    its desktops are deleted in the background (``deleting_since`` is set meanwhile)."""
 
     # The answer is read back through the list's query: it carries the counts and the
     # provisioning state the service's own row does not.
@@ -62,14 +75,6 @@ class PoolViewSet(IdempotentMixin, TenantThrottleMixin, TenantScopedMixin, Scope
         pool = pool_delete(pool=self.get_object(), actor=request.user)
         return Response(self.get_serializer(pool).data, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(request=None, responses=CONNECT_RESPONSES)
-    @action(detail=True, methods=["post"])
-    def connect(self, request, tenant_slug, pk):
-        result = session_connect(user=request.user, pool=self.get_object())
-        if result.pending:
-            return pending_response(result.session)
-        return ticket_or_pending(request, result.session, result.ticket)
-
 
 def _power_action(kind: str):
     def run(self, request, tenant_slug, pk):
@@ -82,26 +87,9 @@ def _power_action(kind: str):
         action(detail=True, methods=["post"])(run))
 
 
-class DesktopViewSet(IdempotentMixin, TenantThrottleMixin, TenantScopedMixin, ScopedQuerysetMixin,
-                     mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    model = Desktop
-    serializer_class = DesktopSerializer
-    filterset_class = DesktopFilter
-    ordering_fields = ["name", "created_at", "state", "state_changed_at"]
-
-    def scoped_queryset(self):
-        return desktop_list_for_user(user=self.request.user, is_admin=self.is_admin)
-
-    admin_actions = TenantScopedMixin.admin_actions | {"takeover"}
-
-    @extend_schema(request=None, responses=CONNECT_RESPONSES)
-    @action(detail=True, methods=["post"])
-    def takeover(self, request, tenant_slug, pk):
-        """Take the desktop's console over (tenant admins): its user's session ends, you get a
-        session and a fresh ticket; the takeover is audited."""
-        result = session_takeover(desktop=self.get_object(), actor=request.user)
-        return ticket_or_pending(request, result.session, result.ticket)
-
+class DesktopViewSet(DesktopLookupMixin, IdempotentMixin, TenantThrottleMixin, TenantScopedMixin,
+                     ScopedQuerysetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                     viewsets.GenericViewSet):
     start = _power_action(OperationKind.START)
     shutdown = _power_action(OperationKind.SHUTDOWN)
     poweroff = _power_action(OperationKind.POWEROFF)

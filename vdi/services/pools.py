@@ -19,6 +19,7 @@ from ..choices import (
     PoolKind,
 )
 from .. import events
+from core.modelutils import model_update
 from core.errors import Conflict
 from ..models import Desktop, Operation, Pool
 from .desktops import desktop_create
@@ -44,8 +45,7 @@ def pool_create(*, tenant, actor, **fields) -> Pool:
 def pool_update(*, pool: Pool, actor, **fields) -> Pool:
     with audited(action="pool.update", tenant=pool.tenant, target=pool, actor=actor,
                  details=_changes(fields)):
-        for name, value in fields.items():
-            setattr(pool, name, value)
+        model_update(pool, fields)
         return _pool_save(pool)
 
 

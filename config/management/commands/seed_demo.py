@@ -21,6 +21,7 @@ from tenants.choices import Role
 from tenants.models import Membership, Tenant
 from tenants.scoping import scopes_disabled, tenant_scope
 from tenants.services import membership_add, tenant_create
+from core.modelutils import model_update
 from vdi.choices import ImageBoot
 from vdi.models import Image, Pool
 from vdi.services import image_save, pool_autoscale_enqueue, pool_create
@@ -116,11 +117,9 @@ class Command(BaseCommand):
                 image = Image(name="lab-guest", version=1, os="Linux + busybox (lab guest)",
                               disk_gb=1, default_vcpus=1, default_memory_mb=160,
                               boot=ImageBoot.KERNEL)
-            elif all(getattr(image, name) == value for name, value in wanted.items()):
+            if not model_update(image, wanted) and not image._state.adding:
                 return image
-            for name, value in wanted.items():  # new, or the lab was rebuilt elsewhere
-                setattr(image, name, value)
-            return image_save(image=image)
+            return image_save(image=image)  # new, or the lab was rebuilt elsewhere
 
     def _settle(self, host: Host, image: Image, *, own_storage_pool: bool) -> None:
         """Make the database and the host's domains agree before any worker runs.

@@ -292,4 +292,4 @@ def test_audit_result_source_and_request_id_are_shown_when_recorded(logged_in, t
     AuditEvent(tenant=tenant, action="member.role", object_type="tenants.membership",
                object_id="1", result="denied", source="portal", request_id="req-42").save()
     html = logged_in("admin").get("/t/acme/audit/").content.decode()
-    assert ">denied</span>" in html and ">portal</small>" in html and "req-42" in html
+    assert ">Denied</span>" in html and ">Portal</small>" in html and "req-42" in html

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from tests.api.test_slice import connect
-from tests.vdi.test_settings import ROOT
+from tests.config.test_settings import ROOT
 from core.logformat import JsonFormatter
 
 FIELDS = {"time", "level", "logger", "message", "request_id", "source", "tenant", "user",

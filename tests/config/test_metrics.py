@@ -19,7 +19,7 @@ from hypervisors.models import Host
 from tenants.scoping import scopes_disabled, tenant_scope
 from tests.api.test_slice import connect
 from tests.processes import celery_worker, running, wait_for
-from tests.vdi.test_settings import ROOT
+from tests.config.test_settings import ROOT
 from config import celery_app
 from vdi.choices import OperationState
 from core.metrics import OPERATION_SECONDS

@@ -79,7 +79,7 @@ def test_connect_without_a_spare_shows_preparing(logged_in, make_pool, host):
     assert response.redirect_chain == [(f"/t/acme/sessions/{session.id}/", 302)]
     assert response.status_code == 200 and "Preparing your desktop" in html
     assert f'hx-get="/t/acme/sessions/{session.id}/status/"' in html
-    assert 'data-field="connect-state">pending<' in html
+    assert 'data-field="connect-state">Pending<' in html
     assert '<noscript><meta http-equiv="refresh"' in html  # without JavaScript too
 
 

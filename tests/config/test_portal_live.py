@@ -26,7 +26,7 @@ def test_the_dashboard_marks_each_desktop_with_its_state_and_power_buttons(
     html = logged_in("member").get("/t/acme/").content.decode()
 
     desktop = element(html, f'data-desktop="{member_desktop.pk}"')
-    assert re.search(r'data-field="state"[^>]*>running<', desktop)
+    assert re.search(r'data-field="state"[^>]*>Running<', desktop)
     for kind in ("shutdown", "poweroff", "reboot", "reset"):
         assert f'data-action="{kind}"' in desktop, kind
     assert 'data-action="start"' not in desktop  # only what the state allows
@@ -44,7 +44,7 @@ def test_the_live_fragment_follows_the_desktops_state(logged_in, member_desktop,
     assert response.status_code == 200 and "<html" not in html  # a fragment, not a page
     assert 'id="dashboard-live"' in html
     desktop = element(html, f'data-desktop="{member_desktop.pk}"')
-    assert re.search(r'data-field="state"[^>]*>stopped<', desktop)
+    assert re.search(r'data-field="state"[^>]*>Stopped<', desktop)
     assert 'data-action="start"' in desktop and 'data-action="poweroff"' not in desktop
 
 
@@ -108,14 +108,14 @@ def test_pending_session_status_fragment_then_refresh_once_ready(logged_in, make
 
     pending = client.get(url)
     html = pending.content.decode()
-    assert 'data-field="connect-state">pending<' in html and "<progress" in html
+    assert 'data-field="connect-state">Pending<' in html and "<progress" in html
     assert "HX-Refresh" not in pending.headers and f'hx-get="{url}"' in html
 
     with scopes_disabled():
         Session.objects.filter(pk=session.pk).update(state="ready")
     ready = client.get(url)
     assert ready.headers["HX-Refresh"] == "true"
-    assert 'data-field="connect-state">ready<' in ready.content.decode()
+    assert 'data-field="connect-state">Ready<' in ready.content.decode()
     assert "hx-get" not in ready.content.decode()  # nothing left to follow
 
 
