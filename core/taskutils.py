@@ -40,17 +40,21 @@ def task_named(name: str):
     return current_app.tasks[name]
 
 
+def send(task, *args: str) -> bool:
+    """Enqueue ``task`` (a task or its name) now; False, logged, if the broker is down."""
+    sent = task_named(task) if isinstance(task, str) else task
+    try:
+        sent.delay(*args)
+    except OperationalError as error:
+        logger.error("could not enqueue %s%r, the broker is unreachable: %s", sent.name, args,
+                     error)
+        return False
+    return True
+
+
 def send_on_commit(task, *args: str) -> None:
     """Enqueue ``task`` (a task or its name) once the transaction commits. A broker that is down costs only the
     message, not the request that already committed: the rows are the truth, and beat finds
     the work again (the reaper re-sends pending operations; autoscaling runs on a schedule)."""
 
-    def send():
-        sent = task_named(task) if isinstance(task, str) else task
-        try:
-            sent.delay(*args)
-        except OperationalError as error:
-            logger.error("could not enqueue %s%r, the broker is unreachable: %s", sent.name,
-                         args, error)
-
-    transaction.on_commit(send)
+    transaction.on_commit(lambda: send(task, *args))

@@ -109,6 +109,11 @@ class Pool(TenantOwnedModel):
         null=True, blank=True,
         help_text="Set when the pool is being deleted: its desktops go, then the pool.",
     )
+    autoscale_queued_at = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        help_text="Set while a run of the autoscaler is queued and not started: a storm of "
+                  "Connects queues one run, not one each.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -11,6 +11,7 @@ from .services import (
     operation_run,
     operations_reap,
     pool_autoscale,
+    pool_autoscale_started,
 )
 from tenants.taskutils import platform_task
 
@@ -33,6 +34,7 @@ def operation_run_task(operation_id: str, **_kwargs) -> str:
 
 @platform_task("vdi.pool_autoscale", acks_late=True, ignore_result=True)
 def pool_autoscale_task(pool_id: str, **_kwargs) -> int:
+    pool_autoscale_started(pool_id)
     pool = Pool.objects.select_related("tenant", "image").filter(pk=pool_id).first()
     if pool is None:
         return 0

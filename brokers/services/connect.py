@@ -116,10 +116,11 @@ def _desktop_lost(session: Session) -> bool:
 def _session_open(*, tenant, pool: Pool, user) -> Session:
     """Find or make a desktop for a new session, inside the caller's transaction."""
     # The user's own desktop first: a dedicated pool's, or a floating one kept at logoff.
-    held = Desktop.objects.filter(pool=pool, assigned_user=user).exclude(
-        state=DesktopState.DELETING)
-    desktop = held.exclude(state=DesktopState.ERROR).order_by("created_at").first()
-    if desktop is None and held.count() >= pool.max_per_user:
+    # One query: usually nothing (a floating pool's user holds no desktop between sessions).
+    held = list(Desktop.objects.filter(pool=pool, assigned_user=user)
+                .exclude(state=DesktopState.DELETING).order_by("created_at"))
+    desktop = next((d for d in held if d.state != DesktopState.ERROR), None)
+    if desktop is None and len(held) >= pool.max_per_user:
         raise Conflict(
             f"You already hold {pool.max_per_user} desktop(s) in this pool; ask an "
             "administrator to reset or delete the broken one.", code="max_per_user",

@@ -41,6 +41,7 @@ from .operations import (
     operation_fail,
     operations_reap,
     pool_autoscale_enqueue,
+    pool_autoscale_started,
 )
 from .executors import (
     desktops_traffic_filter_apply,

@@ -8,12 +8,13 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from hypervisors.models import Host
 from tenants.audit import audit_record
 from tenants.choices import AuditResult
+from tenants.scoping import scopes_disabled
 
 from ..choices import (
     DESKTOP_MACHINE,
@@ -25,9 +26,11 @@ from ..choices import OperationState as OpState
 from core.metrics import OPERATION_FAILURES
 from .. import events
 from ..models import Desktop, Operation, Pool
-from core.taskutils import send_on_commit, task_named
+from core.taskutils import send, send_on_commit, task_named
 
 logger = logging.getLogger(__name__)
+
+AUTOSCALE_REQUEUE = timedelta(seconds=60)
 
 
 # --- operations -----------------------------------------------------------------------------
@@ -173,6 +176,28 @@ def _boot_slot_release(operation: Operation) -> None:
 
 
 def pool_autoscale_enqueue(pool: Pool) -> None:
-    send_on_commit("vdi.pool_autoscale", str(pool.id))
+    """Once the transaction commits, queue a run of the pool's autoscaler, unless one is
+    queued and has not started: it will count the spares as they are when it starts, this
+    commit included. A storm of Connects so queues a run or two, not one per Connect. A mark
+    older than AUTOSCALE_REQUEUE_S is a run lost with its message: another is queued."""
+    pool_id = pool.pk
+
+    def queue():
+        now = timezone.now()
+        with scopes_disabled():
+            marked = (Pool.objects.filter(pk=pool_id)
+                      .filter(Q(autoscale_queued_at__isnull=True)
+                              | Q(autoscale_queued_at__lt=now - AUTOSCALE_REQUEUE))
+                      .update(autoscale_queued_at=now))
+            if marked and not send("vdi.pool_autoscale", str(pool_id)):
+                Pool.objects.filter(pk=pool_id).update(autoscale_queued_at=None)
+
+    transaction.on_commit(queue)
+
+
+def pool_autoscale_started(pool_id) -> None:
+    """The run queued for the pool starts: a change committed from now on queues the next."""
+    with scopes_disabled():
+        Pool.objects.filter(pk=pool_id).update(autoscale_queued_at=None)
 
 
