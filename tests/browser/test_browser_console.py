@@ -22,7 +22,7 @@ from tenants.scoping import scopes_disabled
 from tests.brokers.test_console_proxy import ws_handshake
 from tests.browser.helpers import non_black_pixels, timing
 from tests.conftest import PASSWORD
-from tests.e2e.lab import desktop_in, serial_log, tail
+from tests.e2e.lab import desktop_in, pool_settled, serial_log, tail
 from tests.processes import wait_for
 from vdi.choices import DesktopState
 
@@ -53,6 +53,7 @@ def test_novnc_in_chromium_shows_the_guest_through_the_proxy_and_the_token_works
     response = api("member").post(f"/api/v1/tenants/acme/pools/{pool.id}/connect/")
     assert response.status_code == 200, response.content
     session_id = response.json()["session"]
+    pool_settled(pool, worker)  # the spare it took is replaced before the page loads
     assert response.json()["console_url"].endswith(f"/t/acme/sessions/{session_id}/console/")
 
     page = chromium.new_page(viewport={"width": 1024, "height": 700})

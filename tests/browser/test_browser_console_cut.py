@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.browser.helpers import log_in, timing
-from tests.e2e.lab import desktop_in, tail
+from tests.e2e.lab import desktop_in, pool_settled, tail
 from vdi.choices import DesktopState
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -27,6 +27,7 @@ def test_the_page_says_the_session_ended_when_the_proxy_cuts_its_console(
     response = api("member").post(f"/api/v1/tenants/acme/pools/{pool.id}/connect/")
     assert response.status_code == 200, response.content
     session_id = response.json()["session"]
+    pool_settled(pool, worker)  # the spare it took is replaced before the page loads
 
     def diagnostics() -> str:
         return (f"page said: {page.said}\nat {page.url}: "

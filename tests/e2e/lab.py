@@ -17,6 +17,7 @@ from hypervisors.choices import HostState
 from hypervisors.models import Host
 from tenants.scoping import scopes_disabled
 from tests.processes import wait_for
+from vdi.choices import DesktopState
 from vdi.models import Desktop, Operation
 
 
@@ -34,6 +35,24 @@ def desktop_in(pool, state: str, worker: Path) -> Desktop:
             return Desktop.objects.filter(pool=pool, state=state).first()
 
     return wait_for(reached, 120, lambda: f"a {state} desktop (worker log:\n{tail(worker)})")
+
+
+def pool_settled(pool, worker: Path, timeout_s: float = 120) -> None:
+    """Wait until ``pool`` has its ``min_ready`` running spares again and no operation
+    unfinished: the spare a Connect took has been replaced, its guest (and tap device) made.
+    A browser loading a page while the host's interfaces change may abort its requests
+    (Chromium's ERR_NETWORK_CHANGED)."""
+
+    def settled():
+        with scopes_disabled():
+            failed = Operation.objects.filter(pool=pool, state="failed").first()
+            assert failed is None, f"{failed.kind} failed: {failed.error}"
+            spares = Desktop.objects.filter(pool=pool, assigned_user=None,
+                                            state=DesktopState.RUNNING).count()
+            busy = Operation.objects.filter(pool=pool, state__in=("pending", "running"))
+            return spares >= pool.min_ready and not busy.exists()
+
+    wait_for(settled, timeout_s, lambda: f"pool {pool.name} settled (worker log:\n{tail(worker)})")
 
 
 def wait_desktop(desktop: Desktop, state: str, worker: Path, timeout_s: float = 90) -> Desktop:
