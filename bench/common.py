@@ -278,23 +278,26 @@ class Service:
                 self.process.wait()
 
 
-def gunicorn(workers: int, threads: int, wait: bool = True) -> tuple[Service, str]:
+def gunicorn(workers: int, threads: int, wait: bool = True, app: str = "config.wsgi:application",
+             health: str = "/healthz", name: str = "gunicorn",
+             env: dict[str, str] | None = None) -> tuple[Service, str]:
     """The web tier: gunicorn with gthread workers (a connect mostly waits: on the tenant
-    lock, then on the worker that sets the console password)."""
+    lock, then on the worker that sets the console password). ``app`` another WSGI app
+    served the same way (the login storm's floor)."""
     port = free_port()
-    service = Service("gunicorn", [
-        str(Path(PYTHON).parent / "gunicorn"), "config.wsgi:application",
+    service = Service(name, [
+        str(Path(PYTHON).parent / "gunicorn"), app,
         "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
         "--worker-class", "gthread", "--threads", str(threads),
         "--backlog", "2048", "--timeout", "120", "--log-level", "warning",
-    ])
+    ], env=env)
     base = f"http://127.0.0.1:{port}"
 
     def answers() -> bool:
         import requests
 
         try:
-            return requests.get(f"{base}/healthz", timeout=2).status_code == 200
+            return requests.get(f"{base}{health}", timeout=2).status_code == 200
         except requests.RequestException:
             return False
 
@@ -386,6 +389,23 @@ def postgres_processes() -> list[psutil.Process]:
         with contextlib.suppress(psutil.NoSuchProcess):
             found.append(psutil.Process(pid))
     return found
+
+
+def processes_named(name: str) -> Callable[[], list[psutil.Process]]:
+    """A CpuMeter group: the machine's processes called ``name`` (``redis-server``,
+    ``libvirtd``), looked up again only when none of those found is left. They are shared
+    servers: their CPU includes whatever else uses them meanwhile."""
+    found: list[psutil.Process] = []
+
+    def find() -> list[psutil.Process]:
+        alive = [process for process in found if process.is_running()]
+        if not alive:
+            alive = [process for process in psutil.process_iter(["name"])
+                     if process.info["name"] == name]
+        found[:] = alive
+        return alive
+
+    return find
 
 
 def rss_mb(process: psutil.Process) -> float:

@@ -1,272 +1,191 @@
-"""Benchmark 1: the login storm.
+"""Benchmark 1: the login storm, as an open-loop sweep of Connect rates.
 
-A pool holds N ready spares on simulated hosts (libvirt's test driver inside libvirtd); 200
-clients hit gunicorn at once with N Connects (POST pools/{id}/connect/), with API tokens
-issued beforehand; then a second pool of N spares and N other users who each log in with
-their password first (POST auth/token/), as everyone does at 9 am. Real PostgreSQL, Redis
-and Celery workers: each ticket is a round trip to a worker on the ``console`` queue that
-asks libvirtd to set the console password (the test driver refuses, as it cannot, and the
-ticket comes back marked simulated).
+Users arrive at fixed rates (bench/openloop.py: request i starts at t0 + i / rate whatever
+the server answered so far, latency from that intended start) and press Connect (POST
+pools/{id}/connect/) with an API token issued beforehand; a pending answer is followed to its
+ticket. Each step holds one rate for ``--step-seconds``; each user connects once per step.
+Between steps the run drains (the client's last answer, the Celery queues empty, the servers
+idle) and resets with SQL (every session ended, every desktop a ready spare again), so the
+same users and desktops serve every step. Two sweeps: one tenant, and ten tenants (the same
+users, each a member of one of them, and a pool in each).
 
-The floor: the same database transaction (lock the tenant row, claim a spare with FOR UPDATE
-SKIP LOCKED, insert the session and ticket rows) run bare with psycopg2, with as many
-connections as the web tier has threads, on a third pool of N spare rows.
+The product: gunicorn, Celery workers, PostgreSQL, Redis, and simulated hosts (libvirt's
+test driver inside libvirtd): each ticket is a round trip to a worker on the ``console``
+queue that asks libvirtd to set the console password (the test driver refuses, and the
+ticket comes back marked simulated). The floor: bench/floor_server.py, a WSGI app with no
+framework on the same gunicorn set-up, which looks the token up, claims a spare and writes
+the session and ticket rows in one transaction, and makes the driver's password calls on the
+same simulated hosts; swept by the same client on the same pools, users and desktops.
 
-    .venv/bin/python -m bench.login_storm [--size 1000] [--clients 200]
+Per step: offered and achieved rate, latency percentiles, errors, CPU per connect of the
+web tier, the workers, PostgreSQL, Redis, libvirtd and the client. The headline: the
+highest rate sustained (p99 at most 250 ms, no error), for one tenant and for ten, for the
+product and the floor, and their ratio. Then users who log in with their password first
+(POST auth/token/, PBKDF2 at full cost), open loop at one modest rate for one step.
+
+    .venv/bin/python -m bench.login_storm [--rates 10,20,30,50,100,150,200,300,400,600]
+        [--step-seconds 30] [--login-rate 5]
 """
 
 from __future__ import annotations
 
-import queue
+import argparse
+import json
+import math
+import os
 import statistics
-import threading
+import subprocess
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 
 from bench.common import (
-    CpuMeter, arguments, celery_worker, configure, database_reset, django_setup, gunicorn,
-    host_uri, keeper, latency_summary, postgres_processes, redis_flush, require_libvirtd,
-    rss_mb, say, test_driver_remove, wait_ready, write_result,
+    DATA_DIR, DATABASE_URL, PYTHON, REDIS_URL, ROOT, CpuMeter, celery_worker, configure,
+    cpu_seconds, database_reset, django_setup, gunicorn, keeper,
+    postgres_processes, processes_named, redis_flush, require_libvirtd, rss_mb, say,
+    test_driver_remove, wait_ready, write_result,
+)
+from bench.storm_world import (
+    HOSTS, PASSWORD, SPREAD, World, floor_statements, forwarded_for,
+    handed_out_twice, reset, seed,
 )
 
-PASSWORD = "a long passphrase nobody guesses"
-HOSTS = 10
-SPREAD = 10  # tenants in the third run
-PROFILED = 10  # Connects profiled one by one after the storms
+RATES = (10, 20, 30, 50, 100, 150, 200, 300, 400, 600)
+STEP_SECONDS = 30.0
+LOGIN_RATE = 5.0
+P99_LIMIT_MS = 250.0
+TIMEOUT_S = 30.0  # a request unanswered this long after its intended start is a time-out
+FAILED_STEPS_TO_STOP = 2  # a sweep stops after this many unsustained steps in a row
+CLIENT_CONNECTIONS = 4096
 WEB_WORKERS, WEB_THREADS = 2, 8
+QUEUES = ("console", "vdi", "celery")
+# The per-tenant API budget (3000/min by default) would refuse one tenant's storm above
+# 50 connects/s sustained: it is turned off here so the sweep measures capacity. The user
+# and login throttles stay at their production defaults.
+THROTTLES = {"VDI_THROTTLE_TENANT": ""}
 
 
-def seed_world(size: int):
-    """A tenant, a public image, the simulated hosts and the users with their memberships."""
-    from django.contrib.auth import get_user_model
-    from django.contrib.auth.hashers import make_password
-
-    from hypervisors.choices import HostState
-    from hypervisors.models import Host
-    from tenants.choices import Role
-    from tenants.models import Membership
-    from tenants.scoping import scopes_disabled, tenant_scope
-    from tenants.services import tenant_create
-    from vdi.models import Image
-
-    tenant = tenant_create(slug="storm", name="Storm Inc")
-    with scopes_disabled():
-        image = Image.objects.create(name="bench", version=1, base_volume="bench-base.qcow2",
-                                     disk_gb=1, default_memory_mb=256)
-    hosts = Host.objects.bulk_create(
-        Host(name=f"sim-{n:02d}", uri=host_uri(n), virt_type="qemu",
-             console_address="127.0.0.1", storage_pool="default-pool", state=HostState.UP,
-             cpus=10_000, memory_mb=100_000_000, max_concurrent_boots=4)
-        for n in range(HOSTS)
-    )
-    # One PBKDF2 hash shared by every account: hashing 2N passwords here would take minutes
-    # and measure nothing; every login below still checks it at full cost.
-    encoded = make_password(PASSWORD)
-    User = get_user_model()
-    users = User.objects.bulk_create(
-        User(username=f"{kind}{n:05d}", password=encoded, email=f"{kind}{n}@example.com")
-        for kind in ("token", "login") for n in range(size)
-    )
-    with tenant_scope(tenant):
-        Membership.objects.bulk_create(Membership(tenant=tenant, user=user, role=Role.MEMBER)
-                                       for user in users)
-    return tenant, image, hosts, users[:size], users[size:]
+def parse_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", type=lambda text: [int(rate) for rate in text.split(",")],
+                        help="arrival rates of the steps, connects/s (default "
+                             f"{','.join(map(str, RATES))})")
+    parser.add_argument("--step-seconds", type=float,
+                        help=f"how long each rate is held (default {STEP_SECONDS:g})")
+    parser.add_argument("--size", type=int,
+                        help="a quick trial (bench/run's BENCH_ARGS): unless given, rates "
+                             "SIZE and 2 x SIZE connects/s, 2 s each")
+    parser.add_argument("--login-rate", type=float, default=LOGIN_RATE,
+                        help="arrival rate of the password logins, one step "
+                             "(default %(default)s)")
+    parser.add_argument("--timeout", type=float, default=TIMEOUT_S,
+                        help="seconds after its intended start a request times out "
+                             "(default %(default)s)")
+    parser.add_argument("--every-step", action="store_true",
+                        help=f"run every rate, even after {FAILED_STEPS_TO_STOP} steps in a "
+                             "row that were not sustained")
+    parser.add_argument("--out", default="",
+                        help="results file (default bench/results/login_storm.json)")
+    args = parser.parse_args()
+    if args.size:
+        args.rates = args.rates or [args.size, 2 * args.size]
+        args.step_seconds = args.step_seconds or 2.0
+    args.rates = sorted(set(args.rates or RATES))
+    args.step_seconds = args.step_seconds or STEP_SECONDS
+    return args
 
 
-def seed_spread(conn, image, hosts, size: int):
-    """SPREAD tenants, each with a full pool of ``size / SPREAD`` spares and as many members
-    holding API tokens: the token storm again, over several tenant locks."""
-    from django.contrib.auth import get_user_model
-
-    from tenants.choices import Role
-    from tenants.models import Membership
-    from tenants.scoping import tenant_scope
-    from tenants.services import tenant_create
-
-    User = get_user_model()
-    members, names = [], []
-    for n in range(SPREAD):
-        count = len(range(n, size, SPREAD))
-        if not count:
-            continue
-        tenant = tenant_create(slug=f"spread-{n}", name=f"Spread {n}")
-        pool = make_pool(tenant, image, "Office", count)
-        names += seed_spares(conn, pool, hosts, count)
-        users = User.objects.bulk_create(User(username=f"spread{n}-{k:04d}")
-                                         for k in range(count))
-        with tenant_scope(tenant):
-            Membership.objects.bulk_create(
-                Membership(tenant=tenant, user=user, role=Role.MEMBER) for user in users)
-        members += [(user, tenant, pool) for user in users]
-    return members, names
+# --- one step ----------------------------------------------------------------------------------
 
 
-def make_pool(tenant, image, name: str, spares: int):
-    """A pool that is full with its spares: ``min_ready`` = ``max_desktops`` = ``spares``, so
-    the autoscaler (which runs after every Connect) neither trims the spares nor provisions
-    new ones while the storm runs: refilling a pool is benchmark 2's subject."""
-    from tenants.scoping import tenant_scope
-    from vdi.models import Pool
-    from vdi.services import pool_create
-
-    with tenant_scope(tenant):
-        pool = pool_create(tenant=tenant, actor=None, name=name, image=image, min_ready=0,
-                           max_desktops=spares, memory_mb=256, protocol="spice")
-        # Set after the spares exist (seed_spares); until then the autoscaler must not make
-        # them itself.
-        Pool.objects.filter(pk=pool.pk).update(min_ready=spares)
-    return pool
+def run_client(requests: list[dict], rate: float, timeout_s: float) -> dict:
+    """The open-loop client, in a process of its own, over one step."""
+    plan, out = DATA_DIR / "openloop-plan.json", DATA_DIR / "openloop-result.json"
+    plan.write_text(json.dumps({"rate": rate, "timeout_s": timeout_s,
+                                "connections": CLIENT_CONNECTIONS, "requests": requests}))
+    subprocess.run([PYTHON, "-m", "bench.openloop", str(plan), str(out)], cwd=ROOT,
+                   check=True)
+    return json.loads(out.read_text())
 
 
-def seed_spares(conn, pool, hosts, count: int, define: bool = True) -> list[str]:
-    """``count`` running, unassigned desktops: rows, and (``define``) their domains defined
-    from the product's domain XML and started in the test driver."""
-    from hypervisors.domain_xml import build_domain_xml
-    from hypervisors.networks import tenant_network_ensure
-    from tenants.scoping import scopes_disabled
-    from vdi.models import Desktop
-    from vdi.services.executors import _domain_spec
+def drain(processes, timeout_s: float = 300) -> float:
+    """Wait until the step's queued work is done: the Celery queues empty and ``processes``
+    idle (under 5 % of a core over two half-second samples in a row). Seconds waited."""
+    import redis
 
-    with scopes_disabled():
-        desktops = Desktop.objects.bulk_create(
-            Desktop(tenant=pool.tenant, pool=pool, image=pool.image,
-                    name=f"vdi-{uuid.uuid4().hex[:16]}", vcpus=1, memory_mb=256,
-                    state="running", host=hosts[n % len(hosts)])
-            for n in range(count)
-        )
-        if define:
-            # On the tenant's network of each host, as provisioning would put them.
-            attachments = {host.pk: tenant_network_ensure(host=host, tenant=pool.tenant)
-                           for host in hosts}
-            for desktop in desktops:
-                xml = build_domain_xml(_domain_spec(desktop, f"/bench/{desktop.name}.qcow2",
-                                                    attachments[desktop.host_id]))
-                conn.defineXML(xml).create()
-    return [desktop.name for desktop in desktops]
+    broker = redis.Redis.from_url(REDIS_URL)
+    began = time.monotonic()
+    before, quiet = cpu_seconds(processes()), 0
+    while quiet < 2 and time.monotonic() - began < timeout_s:
+        time.sleep(0.5)
+        now = cpu_seconds(processes())
+        idle = now - before < 0.025 and not any(broker.llen(queue) for queue in QUEUES)
+        quiet, before = (quiet + 1 if idle else 0), now
+    return round(time.monotonic() - began, 2)
 
 
-def issue_tokens(users) -> dict[str, str]:
-    from knox.models import AuthToken
-
-    return {user.username: AuthToken.objects.create(user=user)[1] for user in users}
-
-
-def storm(targets: list[tuple[str, str]], clients: int, tokens: dict[str, str] | None) -> dict:
-    """``clients`` threads start together and work through the (user, Connect URL) targets:
-    log in (when no token was issued), then Connect; a pending answer is followed to its
-    ticket as the API says."""
-    import requests
-
-    work: queue.SimpleQueue = queue.SimpleQueue()
-    for index, (username, url) in enumerate(targets):
-        work.put((index, username, url))
-    start = threading.Barrier(clients + 1)
-    lock = threading.Lock()
-    records: list[dict] = []
-
-    def client() -> None:
-        http = requests.Session()
-        start.wait()
-        while True:
-            try:
-                index, username, url = work.get_nowait()
-            except queue.Empty:
-                return
-            base = url.split("/api/")[0]
-            # Each user from an address of their own, as behind one reverse proxy.
-            headers = {"X-Forwarded-For": f"10.{index >> 16 & 255}.{index >> 8 & 255}."
-                                          f"{index & 255}"}
-            record = {"user": username, "login_s": None}
-            began = time.perf_counter()
-            try:
-                if tokens is None:
-                    answer = http.post(f"{base}/api/v1/auth/token/", headers=headers,
-                                       json={"username": username, "password": PASSWORD},
-                                       timeout=300)
-                    record["login_status"] = answer.status_code
-                    record["login_s"] = time.perf_counter() - began
-                    if answer.status_code != 200:
-                        raise RuntimeError(f"login {answer.status_code}: {answer.text[:200]}")
-                    token = answer.json()["token"]
-                else:
-                    token = tokens[username]
-                headers["Authorization"] = f"Token {token}"
-                asked = time.perf_counter()
-                answer = http.post(url, headers=headers, timeout=300)
-                record["status"] = answer.status_code
-                body = answer.json()
-                deadline = time.monotonic() + 120
-                while answer.status_code == 202 and time.monotonic() < deadline:
-                    time.sleep(float(body.get("retry_after") or 1))
-                    answer = http.post(f"{url.split('/pools/')[0]}/sessions/{body['session']}"
-                                       "/ticket/", headers=headers, timeout=300)
-                    body = answer.json() if answer.status_code in (200, 202) else body
-                record["final_status"] = answer.status_code
-                record["desktop"] = body.get("desktop")
-                record["connect_s"] = time.perf_counter() - asked
-                record["total_s"] = time.perf_counter() - began
-            except Exception as error:  # noqa: BLE001 - counted and shown below
-                record["error"] = str(error)[:300]
-            with lock:
-                records.append(record)
-
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    start.wait()
-    began = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - began
-
-    tickets = [r for r in records if r.get("final_status") == 200]
-    first_200 = [r for r in records if r.get("status") == 200]
-    errors = [r for r in records if "error" in r or r.get("final_status") != 200]
-    desktops = [r["desktop"] for r in tickets]
-    logins = [r["login_s"] for r in records if r["login_s"] is not None]
-    return {
-        "connects": len(targets),
-        "clients": clients,
-        "wall_s": round(wall, 2),
-        "tickets": len(tickets),
-        "tickets_first_answer": len(first_200),
-        "pending_first_answer": sum(1 for r in records if r.get("status") == 202),
-        "failed": len(errors),
-        "failures_sample": [r.get("error") or r.get("final_status") for r in errors[:5]],
-        "tickets_per_s": round(len(tickets) / wall, 2),
-        "connect_latency": latency_summary([r["connect_s"] for r in tickets]),
-        "login_latency": latency_summary(logins) if logins else None,
-        "total_latency": latency_summary([r["total_s"] for r in tickets]),
-        "same_desktop_twice_in_answers": len(desktops) - len(set(desktops)),
-    }
+def sustained(step: dict) -> bool:
+    p99 = step["latency"]["p99_ms"]
+    return step["errors"] == 0 and isinstance(p99, (int, float)) and p99 <= P99_LIMIT_MS
 
 
-def warm_up(base: str, slug: str, token: str) -> None:
+def measured_step(world: World, requests: list[dict], rate: float, timeout_s: float,
+                  meter: CpuMeter, busy) -> dict:
+    """One step: the client at ``rate``, then the drain (its work counts in the step's CPU),
+    the checks and the reset."""
+    from django.utils import timezone
+
+    since = timezone.now()
+    meter.start()
+    step = run_client(requests, rate, timeout_s)
+    step["drain_s"] = drain(busy)
+    cpu = meter.stop()
+    tickets = max(step["tickets"], 1)
+    step["cpu_s"] = cpu | {"client": step["client_cpu_s"]}
+    step["cpu_ms_per_connect"] = {
+        group: round(seconds / tickets * 1000, 2) for group, seconds in step["cpu_s"].items()
+    } | {"servers": round(sum(cpu.values()) / tickets * 1000, 2)}
+    step["handed_out_twice"] = handed_out_twice(since)
+    step["load_avg_1m"] = round(os.getloadavg()[0], 2)
+    step["sustained"] = sustained(step)
+    step |= reset(world)
+    return step
+
+
+def sweep(name: str, world: World, rates: list[int], step_s: float, timeout_s: float,
+          requests_for, meter: CpuMeter, busy, every_step: bool) -> dict:
+    """Steps of rising rates, each user at most once a step; stops after
+    FAILED_STEPS_TO_STOP unsustained steps in a row unless ``every_step``."""
+    steps, failed = [], 0
+    for rate in rates:
+        requests = requests_for(round(rate * step_s))
+        step = measured_step(world, requests, rate, timeout_s, meter, busy)
+        latency = step["latency"]
+        say(f"{name} at {rate}/s: {step['achieved_per_s']}/s achieved, p50 "
+            f"{latency['p50_ms']} ms, p99 {latency['p99_ms']} ms, {step['errors']} errors, "
+            f"{step['cpu_ms_per_connect']['servers']} ms server CPU per connect, drained in "
+            f"{step['drain_s']} s")
+        steps.append(step)
+        failed = 0 if step["sustained"] else failed + 1
+        if failed >= FAILED_STEPS_TO_STOP and not every_step and rate != rates[-1]:
+            say(f"{name}: {failed} steps in a row not sustained; higher rates skipped")
+            break
+    best = max((step["offered_per_s"] for step in steps if step["sustained"]), default=None)
+    return {"steps": steps, "sustained_per_s": best}
+
+
+# --- the product ---------------------------------------------------------------------------
+def warm_up(base: str, path: str, token: str | None = None) -> None:
     """A served site is warm: every web thread has run a request (imports, URL resolver,
     its database connection) before the storm."""
     import requests
 
+    headers = {"Authorization": f"Token {token}"} if token else {}
+
     def fetch(_):
-        answer = requests.get(f"{base}/api/v1/tenants/{slug}/pools/", timeout=60,
-                              headers={"Authorization": f"Token {token}"})
-        answer.raise_for_status()
+        requests.get(f"{base}{path}", timeout=60, headers=headers).raise_for_status()
 
     with ThreadPoolExecutor(WEB_WORKERS * WEB_THREADS) as threads:
         list(threads.map(fetch, range(WEB_WORKERS * WEB_THREADS * 2)))
-
-
-def handed_out_twice() -> int:
-    """Desktops that the database shows in sessions of more than one user."""
-    from django.db.models import Count
-
-    from brokers.models import Session
-    from tenants.scoping import scopes_disabled
-
-    with scopes_disabled():
-        return (Session.objects.exclude(desktop=None).values("desktop")
-                .annotate(users=Count("user", distinct=True)).filter(users__gt=1).count())
 
 
 def password_hash_cost() -> dict:
@@ -282,107 +201,6 @@ def password_hash_cost() -> dict:
         timings.append(time.perf_counter() - began)
     return {"algorithm": hasher.algorithm, "iterations": getattr(hasher, "iterations", None),
             "check_ms": round(statistics.median(timings) * 1000, 1)}
-
-
-# --- the floor ------------------------------------------------------------------------------
-def _insert(model, values: dict) -> tuple[str, callable]:
-    """An INSERT of every column of ``model``: the given values, else the model's defaults."""
-    from django.db import connection
-    from django.utils import timezone
-
-    fields = model._meta.concrete_fields
-    sql = (f"INSERT INTO {model._meta.db_table} ({', '.join(f.column for f in fields)}) "
-           f"VALUES ({', '.join(['%s'] * len(fields))})")
-
-    def params(**given):
-        now = timezone.now()
-        row = []
-        for field in fields:
-            if field.attname in given:
-                value = given[field.attname]
-            elif getattr(field, "auto_now_add", False) or getattr(field, "auto_now", False):
-                value = now
-            elif field.has_default():
-                value = field.get_default()
-            else:
-                value = None
-            value = field.get_db_prep_save(value, connection)
-            row.append(str(value) if isinstance(value, uuid.UUID) else value)
-        return row
-
-    return sql, params
-
-
-def floor(tenant, pool, users, connections: int, lock_tenant: bool = True) -> dict:
-    """The connect transaction alone, bare psycopg2: lock the tenant, claim a spare, insert
-    the session and its ticket; ``connections`` at once, each user once. Without
-    ``lock_tenant``, what the same claims cost when they need not queue on the tenant row."""
-    import psycopg2
-    from django.conf import settings
-    from django.utils import timezone
-
-    from brokers.models import ConnectionTicket, Session
-
-    db = settings.DATABASES["default"]
-    dsn = dict(dbname=db["NAME"], user=db["USER"], password=db["PASSWORD"] or None,
-               host=db["HOST"], port=db["PORT"] or 5432)
-    session_sql, session_params = _insert(Session, {})
-    ticket_sql, ticket_params = _insert(ConnectionTicket, {})
-    work: queue.SimpleQueue = queue.SimpleQueue()
-    for user in users:
-        work.put(user.pk)
-    start = threading.Barrier(connections + 1)
-    timings: list[float] = []
-    claimed: list[str] = []
-    lock = threading.Lock()
-
-    def run() -> None:
-        conn = psycopg2.connect(**dsn)
-        cursor = conn.cursor()
-        start.wait()
-        while True:
-            try:
-                user_id = work.get_nowait()
-            except queue.Empty:
-                break
-            began = time.perf_counter()
-            if lock_tenant:
-                cursor.execute("SELECT id FROM tenants_tenant WHERE id = %s FOR UPDATE",
-                               [str(tenant.pk)])
-            cursor.execute(
-                "SELECT id FROM vdi_desktop WHERE pool_id = %s AND state = 'running' "
-                "AND assigned_user_id IS NULL ORDER BY created_at LIMIT 1 "
-                "FOR UPDATE SKIP LOCKED", [str(pool.pk)])
-            desktop_id = cursor.fetchone()[0]
-            cursor.execute("UPDATE vdi_desktop SET assigned_user_id = %s "
-                           "WHERE id = %s AND assigned_user_id IS NULL", [user_id, desktop_id])
-            session_id = uuid.uuid4()
-            now = timezone.now()
-            cursor.execute(session_sql, session_params(
-                id=session_id, tenant_id=tenant.pk, pool_id=pool.pk, desktop_id=desktop_id,
-                user_id=user_id, state="ready", ready_at=now))
-            cursor.execute(ticket_sql, ticket_params(
-                id=uuid.uuid4(), tenant_id=tenant.pk, session_id=session_id,
-                desktop_id=desktop_id, kind="native", protocol="spice", host="127.0.0.1",
-                issued_by_id=user_id, expires_at=now + timedelta(seconds=120)))
-            conn.commit()
-            with lock:
-                timings.append(time.perf_counter() - began)
-                claimed.append(str(desktop_id))
-        conn.close()
-
-    threads = [threading.Thread(target=run, daemon=True) for _ in range(connections)]
-    for thread in threads:
-        thread.start()
-    start.wait()
-    began = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - began
-    return {"transactions": len(timings), "connections": connections,
-            "wall_s": round(wall, 3), "per_s": round(len(timings) / wall, 1),
-            "latency": latency_summary(timings),
-            "same_desktop_twice": len(claimed) - len(set(claimed))}
 
 
 def profile_connects(pool, users) -> dict:
@@ -426,129 +244,189 @@ def profile_connects(pool, users) -> dict:
             "statements_of_the_last": statements}
 
 
-def run_storms(clients: int, tenant, pools, token_users, login_users, spread, tokens,
-               profiled) -> tuple[dict, dict, dict]:
-    """Start the product, run the storms and profile single Connects; returns the runs, the
-    processes' memory and the profile."""
+def connect_requests(world: World, base: str, spread: bool, floor: bool = False):
+    """The step's requests for its first ``count`` users: each to the one tenant's pool, or
+    (``spread``) to their spread tenant's."""
+    def url(tenant, pool) -> str:
+        if floor:
+            return f"{base}/floor/pools/{pool.pk}/connect/"
+        return f"{base}/api/v1/tenants/{tenant.slug}/pools/{pool.pk}/connect/"
+
+    single = url(world.tenant, world.pool)
+    spread_urls = [url(tenant, pool) for tenant, pool in world.spread]
+
+    def requests_for(count: int) -> list[dict]:
+        return [{"url": spread_urls[n % SPREAD] if spread else single,
+                 "forwarded_for": forwarded_for(n), "token": world.tokens[user.username]}
+                for n, user in enumerate(world.users[:count])]
+
+    return requests_for
+
+
+def login_requests(world: World, base: str, count: int) -> list[dict]:
+    offset = len(world.users)
+    return [{"url": f"{base}/api/v1/tenants/{world.tenant.slug}/pools/{world.login_pool.pk}"
+                    "/connect/",
+             "forwarded_for": forwarded_for(offset + n),
+             "login": {"url": f"{base}/api/v1/auth/token/", "username": user.username,
+                       "password": PASSWORD}}
+            for n, user in enumerate(world.login_users[:count])]
+
+
+def shared_groups() -> dict:
+    return {"postgres": postgres_processes, "redis": processes_named("redis-server"),
+            "libvirtd": processes_named("libvirtd")}
+
+
+def run_product(world: World, args) -> dict:
+    """Start the product, sweep one tenant and ten, run the password logins and profile
+    single Connects."""
     web, base = gunicorn(WEB_WORKERS, WEB_THREADS, wait=False)
     console = celery_worker("console", "console", "threads", 8, wait=False)
     work = celery_worker("vdi", "vdi", "prefork", 1, wait=False)
     services = [web, console, work]
-
-    def connect_url(tenant, pool) -> str:
-        return f"{base}/api/v1/tenants/{tenant.slug}/pools/{pool.pk}/connect/"
-
-    storms = (
-        ("with-tokens", [(u.username, connect_url(tenant, pools["with-tokens"]))
-                         for u in token_users], tokens),
-        (f"with-tokens, {SPREAD} tenants", [(u.username, connect_url(t, p))
-                                            for u, t, p in spread], tokens),
-        ("with-login", [(u.username, connect_url(tenant, pools["with-login"]))
-                        for u in login_users], None),
-    )
     try:
         wait_ready(*services)
-        meter = CpuMeter(web=web.processes, workers=lambda: console.processes()
-                         + work.processes(), postgres=postgres_processes)
-        warm_up(base, tenant.slug, tokens[token_users[0].username])
+
+        def workers():
+            return console.processes() + work.processes()
+
+        def busy():
+            return web.processes() + workers() + postgres_processes()
+
+        meter = CpuMeter(web=web.processes, workers=workers, **shared_groups())
+        warm_up(base, f"/api/v1/tenants/{world.tenant.slug}/pools/",
+                world.tokens[world.users[0].username])
         web_worker = web.processes()[1]
         rss = {"at_rest": {"web_worker": rss_mb(web_worker),
                            "console_worker": rss_mb(console.psutil)}}
-        runs = {}
-        for name, targets, issued in storms:
-            say(f"run {name}: {len(targets)} connects")
-            meter.start()
-            run = storm(targets, clients, issued)
-            cpu = meter.stop()
-            tickets = max(run["tickets"], 1)
-            run["cpu_s"] = cpu
-            run["cpu_ms_per_connect"] = {
-                group: round(seconds / tickets * 1000, 1) for group, seconds in cpu.items()
-            } | {"total": round(sum(cpu.values()) / tickets * 1000, 1)}
-            say(f"{name}: {run['tickets']} tickets in {run['wall_s']} s, "
-                f"{run['tickets_per_s']}/s, p50 {run['connect_latency']['p50_ms']} ms")
-            runs[name] = run
+        sweeps = {}
+        for tenants, spread in ((1, False), (SPREAD, True)):
+            name = f"product, {tenants} tenant{'s' if tenants > 1 else ''}"
+            say(f"sweep {name}: rates {args.rates}/s, {args.step_seconds:g} s each")
+            sweeps[name] = {"target": "product", "tenants": tenants} | sweep(
+                name, world, args.rates, args.step_seconds, args.timeout,
+                connect_requests(world, base, spread), meter, busy, args.every_step)
+        logins = round(args.login_rate * args.step_seconds)
+        say(f"password logins: {logins} at {args.login_rate:g}/s")
+        login = measured_step(world, login_requests(world, base, logins), args.login_rate,
+                              args.timeout, meter, busy)
+        say(f"logins at {args.login_rate:g}/s: p50 {login['latency']['p50_ms']} ms, "
+            f"{login['errors']} errors")
         rss["after"] = {"web_worker": rss_mb(web_worker),
                         "console_worker": rss_mb(console.psutil)}
-        return runs, rss, profile_connects(pools["with-tokens"], profiled)
+        profile = profile_connects(world.pool, world.profiled)
+        reset(world)
+        return {"sweeps": sweeps, "login": login, "rss_mb": rss,
+                "profiled_connects": profile}
     finally:
         for service in services:
             service.stop()
 
 
+# --- the floor ---------------------------------------------------------------------------------
+
+
+def run_floor(world: World, args) -> dict:
+    """The floor server on the same gunicorn set-up, swept like the product."""
+    statements = DATA_DIR / "floor-statements.json"
+    statements.write_text(json.dumps(floor_statements(world), indent=2))
+    web, base = gunicorn(WEB_WORKERS, WEB_THREADS, app="bench.floor_server:app",
+                         health="/floor/healthz", name="floor",
+                         env={"FLOOR_DSN": DATABASE_URL, "FLOOR_STATEMENTS": str(statements)})
+    try:
+        def busy():
+            return web.processes() + postgres_processes()
+
+        meter = CpuMeter(web=web.processes, workers=lambda: [], **shared_groups())
+        warm_up(base, "/floor/healthz")
+        sweeps = {}
+        for tenants, spread in ((1, False), (SPREAD, True)):
+            name = f"floor, {tenants} tenant{'s' if tenants > 1 else ''}"
+            say(f"sweep {name}: rates {args.rates}/s, {args.step_seconds:g} s each")
+            sweeps[name] = {"target": "floor", "tenants": tenants} | sweep(
+                name, world, args.rates, args.step_seconds, args.timeout,
+                connect_requests(world, base, spread, floor=True), meter, busy,
+                args.every_step)
+        return sweeps
+    finally:
+        web.stop()
+
+
+def headline(sweeps: dict) -> dict:
+    """The highest rate each sustained, and the product's as a fraction of the floor's."""
+    figures = {}
+    for key, tenants in (("one_tenant", 1), ("ten_tenants", SPREAD)):
+        product, floor = (next(s["sustained_per_s"] for s in sweeps.values()
+                               if s["target"] == target and s["tenants"] == tenants)
+                          for target in ("product", "floor"))
+        figures[key] = {"product_per_s": product, "floor_per_s": floor,
+                        "product_to_floor": round(product / floor, 3)
+                        if product and floor else None}
+    return figures
+
+
 def main() -> None:
-    args = arguments(__doc__.splitlines()[0], size=1000, clients=200)
-    clients = min(args.clients, args.size)
-    configure()
+    args = parse_arguments()
+    users_count = math.ceil(max(args.rates) * args.step_seconds)
+    logins_count = math.ceil(args.login_rate * args.step_seconds)
+    configure(**THROTTLES)
     require_libvirtd()
-    say(f"login storm: {args.size} connects from {clients} clients, twice")
+    say(f"login storm: open-loop steps at {args.rates} connects/s, {args.step_seconds:g} s "
+        f"each, over {users_count} users")
     database_reset()
     redis_flush()
     django_setup()
 
-    from django.contrib.auth import get_user_model
     from django.db import connection
 
-    from tenants.services import membership_add
-
     with keeper() as conn:
-        tenant, image, hosts, token_users, login_users = seed_world(args.size)
-        # The tokens pool has spares for the Connects profiled at the end.
-        profiled_count = min(PROFILED, args.size)
-        spares = {"with-tokens": args.size + profiled_count, "with-login": args.size,
-                  "floor": args.size, "floor-unlocked": args.size}
-        pools = {name: make_pool(tenant, image, name, count) for name, count in spares.items()}
-        names: list[str] = []
+        began = time.perf_counter()
+        world = seed(conn, users_count, logins_count)
+        seed_s = round(time.perf_counter() - began, 1)
+        say(f"seeded {users_count} users with tokens and {len(world.domains)} spares in "
+            f"{seed_s} s")
+        connection.close()
         try:
-            for name in ("with-tokens", "with-login"):
-                names += seed_spares(conn, pools[name], hosts, spares[name])
-            for name in ("floor", "floor-unlocked"):
-                seed_spares(conn, pools[name], hosts, args.size, define=False)
-            spread, spread_names = seed_spread(conn, image, hosts, args.size)
-            names += spread_names
-            tokens = issue_tokens(token_users + [user for user, _, _ in spread])
-            profiled = []
-            for n in range(profiled_count):
-                profiled.append(get_user_model().objects.create_user(f"profiled{n}"))
-                membership_add(tenant=tenant, user=profiled[-1])
-            connection.close()
-            runs, rss, profile = run_storms(clients, tenant, pools, token_users, login_users,
-                                            spread, tokens, profiled)
+            product = run_product(world, args)
+            floor = run_floor(world, args)
         finally:
-            test_driver_remove(conn, set(names))
-    twice = handed_out_twice()
-    connections = WEB_WORKERS * WEB_THREADS
-    say(f"floor: the same transaction, bare psycopg2, {connections} connections")
-    bare = floor(tenant, pools["floor"], token_users, connections)
-    unlocked = floor(tenant, pools["floor-unlocked"], token_users, connections,
-                     lock_tenant=False)
-    hash_cost = password_hash_cost()
-
-    product = runs["with-tokens"]["tickets_per_s"]
-    ratio = round(bare["per_s"] / product, 1) if product else None
+            test_driver_remove(conn, set(world.domains))
+    sweeps = product.pop("sweeps") | floor
+    figures = headline(sweeps)
+    steps = [step for s in sweeps.values() for step in s["steps"]] + [product["login"]]
     result = {
-        "size": args.size, "clients": clients, "hosts": HOSTS,
+        "rates": args.rates, "step_seconds": args.step_seconds, "timeout_s": args.timeout,
+        "p99_limit_ms": P99_LIMIT_MS, "users": users_count, "hosts": HOSTS,
+        "spares": len(world.domains), "seed_s": seed_s,
         "web": {"workers": WEB_WORKERS, "threads": WEB_THREADS, "server": "gunicorn gthread"},
         "celery": {"console": "threads x8 (queue console)", "vdi": "prefork x1 (queue vdi)"},
-        "runs": runs,
-        "handed_out_twice": twice,
-        "password_hash": hash_cost,
-        "profiled_connects": profile,
-        "floor": bare,
-        "floor_ratio": ratio,
-        "floor_without_tenant_lock": unlocked,
-        "rss_mb": rss,
+        "floor_server": "bench/floor_server.py on gunicorn gthread, "
+                        f"{WEB_WORKERS} workers x {WEB_THREADS} threads",
+        "throttles": {"tenant": "off", "user": "production default",
+                      "login": "production default"},
+        "client": f"bench/openloop.py: one asyncio process, aiohttp, up to "
+                  f"{CLIENT_CONNECTIONS} connections",
+        "headline": figures,
+        "floor_ratio": figures["one_tenant"]["product_to_floor"],
+        "sweeps": sweeps,
+        "handed_out_twice": sum(step["handed_out_twice"] for step in steps),
+        "same_desktop_twice_in_answers": sum(step["same_desktop_twice_in_answers"]
+                                             for step in steps),
+        "password_hash": password_hash_cost(),
+        **product,
     }
     path = write_result("login_storm", result, args.out)
-    login = runs["with-login"]
     say(f"results: {path}")
-    print(f"desktops handed out twice: {twice}; one PBKDF2 check: {hash_cost['check_ms']} ms; "
-          f"with login: {login['tickets_per_s']} tickets/s "
-          f"(p50 {login['total_latency']['p50_ms']} ms)")
-    print(f"login storm: {product} tickets/s with tokens (p50 "
-          f"{runs['with-tokens']['connect_latency']['p50_ms']} ms, p99 "
-          f"{runs['with-tokens']['connect_latency']['p99_ms']} ms); floor {bare['per_s']} "
-          f"transactions/s: the product takes {ratio}x the floor's time")
+    one, ten = figures["one_tenant"], figures["ten_tenants"]
+    login = product["login"]
+    print(f"desktops handed out twice: {result['handed_out_twice']}; password logins at "
+          f"{args.login_rate:g}/s: p50 {login['latency']['p50_ms']} ms, "
+          f"{login['errors']} errors")
+    print(f"login storm: sustained (p99 <= {P99_LIMIT_MS:g} ms, no errors) "
+          f"{one['product_per_s']} connects/s with one tenant, {ten['product_per_s']} with "
+          f"ten; floor {one['floor_per_s']} and {ten['floor_per_s']}: the product sustains "
+          f"{one['product_to_floor']} and {ten['product_to_floor']} of the floor's rate")
 
 
 if __name__ == "__main__":

@@ -35,45 +35,76 @@ def ran(result: dict) -> str:
             f"(1, 5, 15 min) at the start: {start}, at the end: {end}.*")
 
 
+def _errors(step: dict) -> str:
+    kinds = ", ".join(f"{kind} {count}" for kind, count in step["errors_by_kind"].items())
+    return f"{step['errors']} ({kinds})" if kinds else "0"
+
+
+def _storm_rows(steps: list[dict]) -> list[str]:
+    lines = [row("offered /s", "achieved /s", "p50 ms", "p99 ms", "max ms", "errors",
+                 "web", "workers", "PostgreSQL", "Redis", "libvirtd", "servers", "client",
+                 "load"),
+             row(*["---:"] * 14)]
+    for step in steps:
+        latency, cpu = step["latency"], step["cpu_ms_per_connect"]
+        offered = f"**{step['offered_per_s']:g}**" if step["sustained"] else \
+            f"{step['offered_per_s']:g}"
+        lines.append(row(offered, step["achieved_per_s"], latency["p50_ms"],
+                         latency["p99_ms"], latency["max_ms"], _errors(step), cpu["web"],
+                         cpu["workers"], cpu["postgres"], cpu["redis"], cpu["libvirtd"],
+                         cpu["servers"], cpu["client"], step["load_avg_1m"]))
+    return lines
+
+
 def login_storm(r: dict) -> list[str]:
-    lines = [f"### 1. Login storm ({r['size']} connects, {r['clients']} clients, "
-             f"{r['hosts']} simulated hosts)", "",
-             row("run", "tickets/s", "p50 ms", "p95 ms", "p99 ms", "CPU ms per connect "
-                 "(web + workers + PostgreSQL)", "not a ticket"),
-             row("---", "---:", "---:", "---:", "---:", "---:", "---:")]
-    for name, run in r["runs"].items():
-        latency = run["total_latency"]
-        cpu = run["cpu_ms_per_connect"]
-        lines.append(row(name, run["tickets_per_s"], latency["p50_ms"], latency["p95_ms"],
-                         latency["p99_ms"], f"{cpu['total']} ({cpu['web']} + {cpu['workers']}"
-                         f" + {cpu['postgres']})", run["failed"]))
-    floor = r["floor"]
-    hash_cost = r["password_hash"]
-    tokens, login = r["runs"]["with-tokens"], r["runs"]["with-login"]
-    per_login = round(login["cpu_ms_per_connect"]["total"]
-                      - tokens["cpu_ms_per_connect"]["total"], 1)
+    if "sweeps" not in r:
+        return ["### 1. Login storm: results of the former closed-loop storm; run "
+                "`bench/run login_storm`", ""]
+    head = r["headline"]
+    one, ten = head["one_tenant"], head["ten_tenants"]
+    rates = ", ".join(map(str, r["rates"]))
+
+    def rate(value) -> str:
+        return f"{value:g}/s" if value else "none"
+
+    def ratio(value) -> str | None:
+        return None if value is None else f"**{value}**"
+
+    lines = [f"### 1. Login storm (open loop: {rates} connects/s, {r['step_seconds']:g} s "
+             f"a step, {r['users']:,} users, {r['hosts']} simulated hosts)", "",
+             f"Highest rate sustained (p99 ≤ {r['p99_limit_ms']:g} ms from the intended "
+             "start, no error):", "",
+             row("", "product", "floor", "product ÷ floor"), row("---", "---:", "---:", "---:"),
+             row("one tenant", f"**{rate(one['product_per_s'])}**", rate(one["floor_per_s"]),
+                 ratio(one["product_to_floor"])),
+             row("ten tenants", f"**{rate(ten['product_per_s'])}**",
+                 rate(ten["floor_per_s"]), ratio(ten["product_to_floor"])),
+             "",
+             "Per step: CPU ms per ticket of each component (servers = web + workers + "
+             "PostgreSQL + Redis + libvirtd; the client apart), the 1-minute load average "
+             "at the step's end; sustained rates in bold."]
+    for name, sweep in r["sweeps"].items():
+        lines += ["", f"**{name}**", "", *_storm_rows(sweep["steps"])]
+    login, hash_cost, profile = r["login"], r["password_hash"], r["profiled_connects"]
     lines += [
+        "", "**password login, then Connect** (open loop, one step)", "",
+        *_storm_rows([login]),
         "",
-        f"- Desktops handed out twice (from the database): **{r['handed_out_twice']}**.",
-        f"- Server CPU per ticket (token run): {tokens['cpu_ms_per_connect']['total']} ms; per "
-        f"login (login run less token run): {per_login} ms. The reference broker: about 150 ms "
-        "per ticket and 250 ms per login.",
+        f"- Desktops handed out twice (from the database, step by step): "
+        f"**{r['handed_out_twice']}**; the same desktop in two answers: "
+        f"{r['same_desktop_twice_in_answers']}.",
         f"- One password check ({hash_cost['algorithm']}, {hash_cost['iterations']:,} "
         f"iterations): **{hash_cost['check_ms']} ms** of CPU, paid once per login.",
-        f"- Floor: the connect transaction bare (psycopg2, {floor['connections']} "
-        f"connections): **{floor['per_s']} transactions/s** (p50 "
-        f"{floor['latency']['p50_ms']} ms). Ratio, with tokens: **{r['floor_ratio']}×**. "
-        f"The same transaction without the tenant row lock: "
-        f"{r['floor_without_tenant_lock']['per_s']} transactions/s.",
-        f"- Connects one at a time, in process (median of {r['profiled_connects']['connects']}): "
-        f"{r['profiled_connects']['queries']} queries, {r['profiled_connects']['total_ms']} ms: "
-        f"{r['profiled_connects']['transaction_ms']} ms in the transaction under the tenant "
-        f"lock, {r['profiled_connects']['ticket_ms']} ms for the ticket (a round trip to a "
-        "worker that asks libvirtd to set the password).",
-        f"- Latency is from the request (the login's, in the login run) to the ticket in hand; "
-        f"web tier: {r['web']['server']}, {r['web']['workers']} workers × "
+        f"- Connects one at a time, in process (median of {profile['connects']}): "
+        f"{profile['queries']} queries, {profile['total_ms']} ms: "
+        f"{profile['transaction_ms']} ms in the transaction under the tenant lock, "
+        f"{profile['ticket_ms']} ms for the ticket (a round trip to a worker that asks "
+        "libvirtd to set the password).",
+        f"- Web tier: {r['web']['server']}, {r['web']['workers']} workers × "
         f"{r['web']['threads']} threads; Celery: {r['celery']['console']}, "
-        f"{r['celery']['vdi']}.",
+        f"{r['celery']['vdi']}; floor: {r['floor_server']}; client: {r['client']}; "
+        f"tenant throttle {r['throttles']['tenant']}, user and login throttles at their "
+        f"production defaults; {r['spares']:,} spares seeded in {r['seed_s']} s.",
         "", ran(r), ""]
     return lines
 
