@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from django.db import transaction
 
@@ -155,8 +156,10 @@ def quota_check_desktops(*, tenant: Tenant, vcpus: int, memory_mb: int, count: i
             )
 
 
-def quota_check_sessions(*, tenant: Tenant, live_sessions: int) -> None:
-    if tenant.max_sessions is not None and live_sessions + 1 > tenant.max_sessions:
+def quota_check_sessions(*, tenant: Tenant, live_sessions: Callable[[], int]) -> None:
+    """Refuse one more live session past ``max_sessions``. ``live_sessions`` counts them,
+    and is called only when the tenant has that quota (counting is a scan of its sessions)."""
+    if tenant.max_sessions is not None and live_sessions() + 1 > tenant.max_sessions:
         raise QuotaExceeded(
             f"The organisation's max_sessions quota ({tenant.max_sessions}) is reached.",
             details={"quota": "max_sessions", "limit": tenant.max_sessions},

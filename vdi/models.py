@@ -201,7 +201,13 @@ class Desktop(TenantOwnedModel):
 
     class Meta:
         ordering = ["pool", "name"]
-        indexes = [models.Index(fields=["tenant", "pool", "state"])]
+        indexes = [
+            models.Index(fields=["tenant", "pool", "state"]),
+            # The spares a Connect claims, oldest first: the claim reads one entry, not every
+            # desktop of the pool.
+            models.Index(fields=["pool", "state", "created_at"], name="desktop_spare_idx",
+                         condition=models.Q(assigned_user__isnull=True, needs_reset=False)),
+        ]
 
     def __str__(self) -> str:
         return self.name

@@ -22,16 +22,30 @@ def _failed_builds_since_last_success():
         Exists(later_success))
 
 
+def pool_visible_to(*, user, is_admin: bool) -> QuerySet[Pool]:
+    """Pools the user may see, with their tenant and image and nothing counted: every pool
+    for tenant admins, entitled ones that are not being deleted for members. What Connect
+    looks its pool up in (one indexed read, where the list's counts would aggregate every
+    desktop of the pool)."""
+    return _visible(Pool.objects.select_related("tenant", "image"), user, is_admin)
+
+
+def _visible(pools: QuerySet[Pool], user, is_admin: bool) -> QuerySet[Pool]:
+    if is_admin:
+        return pools
+    listed = PoolEntitlement.objects.filter(pool=OuterRef("pk"), user=user)
+    return pools.filter(Q(entitle_all_members=True) | Exists(listed), deleting_since__isnull=True)
+
+
 def pool_list_for_user(*, user, is_admin: bool) -> QuerySet[Pool]:
-    """Pools the user may see: every pool for tenant admins, entitled ones that are not being
-    deleted for members. Each carries its desktop count, how many are on its image, and its
-    spares: ``ready_count`` running and ``stopped_count`` stopped desktops nobody holds; and,
+    """The pools the user may see (as ``pool_visible_to``), each with its desktop count, how
+    many are on its image, and its spares: ``ready_count`` running and ``stopped_count`` stopped desktops nobody holds; and,
     while its provisioning keeps failing, ``provisioning_failures`` (how many failed since
     the last success), ``provisioning_failing_since`` and ``provisioning_last_error``."""
     live = ~Q(desktops__state=DesktopState.DELETING)
     spare = Q(desktops__assigned_user__isnull=True)
     failed = _failed_builds_since_last_success()
-    pools = Pool.objects.select_related("image").annotate(
+    return _visible(Pool.objects.select_related("image"), user, is_admin).annotate(
         desktop_count=Count("desktops", filter=live),
         desktops_on_image_count=Count("desktops", filter=live & Q(desktops__image=F("image"))),
         ready_count=Count("desktops", filter=spare & Q(desktops__state=DesktopState.RUNNING)),
@@ -44,10 +58,6 @@ def pool_list_for_user(*, user, is_admin: bool) -> QuerySet[Pool]:
             failed.order_by("finished_at").values("finished_at")[:1]),
         provisioning_last_error=Subquery(failed.order_by("-finished_at").values("error")[:1]),
     )
-    if is_admin:
-        return pools
-    listed = PoolEntitlement.objects.filter(pool=OuterRef("pk"), user=user)
-    return pools.filter(Q(entitle_all_members=True) | Exists(listed), deleting_since__isnull=True)
 
 
 def desktop_list_for_user(*, user, is_admin: bool) -> QuerySet[Desktop]:

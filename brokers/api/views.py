@@ -24,6 +24,7 @@ from core.api.exceptions import error_response
 from core.api.renderers import FileErrorsAsJSONMixin, VirtViewerRenderer
 from core.api.throttling import TenantThrottleMixin
 from vdi.api.views import DesktopLookupMixin, PoolLookupMixin, PoolViewSet
+from vdi.selectors import pool_visible_to
 
 from .filters import SessionFilter
 from .serializers import PendingSerializer, SessionSerializer, TicketSerializer
@@ -121,6 +122,10 @@ class PoolConnectViewSet(PoolLookupMixin, IdempotentMixin, TenantThrottleMixin,
                          TenantScopedMixin, ScopedQuerysetMixin, viewsets.GenericViewSet):
     # Connect has no docstring of its own: the schema and OPTIONS describe it with the pools'.
     __doc__ = PoolViewSet.__doc__
+
+    def scoped_queryset(self):
+        # The pool alone, without the list's counts (which aggregate all its desktops).
+        return pool_visible_to(user=self.request.user, is_admin=self.is_admin)
 
     @extend_schema(request=None, responses=CONNECT_RESPONSES)
     @action(detail=True, methods=["post"])

@@ -93,9 +93,8 @@ def _session_for(*, user, pool: Pool) -> Session:
                 session_end(session=session, actor=None, reason=EndReason.DESKTOP_LOST)
                 session = None
             if session is None:
-                live = Session.objects.filter(tenant=tenant,
-                                              state__in=LIVE_SESSION_STATES).count()
-                quota_check_sessions(tenant=tenant, live_sessions=live)
+                quota_check_sessions(tenant=tenant,
+                                     live_sessions=live_sessions(tenant=tenant).count)
                 session = _session_open(tenant=tenant, pool=pool, user=user)
                 pool_autoscale_enqueue(pool)
     except IntegrityError as error:
@@ -193,7 +192,7 @@ def session_takeover(*, desktop: Desktop, actor) -> ConnectResult:
         previous = list(live_sessions(desktop=desktop).select_related("user"))
         for session in previous:
             _session_close(session=session, reason=EndReason.ADMIN, logoff=False)
-        quota_check_sessions(tenant=tenant, live_sessions=live_sessions(tenant=tenant).count())
+        quota_check_sessions(tenant=tenant, live_sessions=live_sessions(tenant=tenant).count)
         if desktop.pool.kind == PoolKind.FLOATING or desktop.assigned_user_id is None:
             Desktop.objects.filter(pk=desktop.pk).update(assigned_user=actor)
         session = _session_create(tenant=tenant, pool=desktop.pool, user=actor,

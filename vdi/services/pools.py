@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from django.db import transaction
+from django.db.models import Count, Exists, OuterRef
 from django.utils import timezone
 
 from hypervisors.services import host_room
@@ -99,12 +100,12 @@ def pool_autoscale(*, pool: Pool) -> list[Desktop]:
     with transaction.atomic():
         tenant = tenant_lock(tenant=pool.tenant)
         _reset_released(pool)
-        spares = _spares_by_intent(pool)
-        short_ready = pool.min_ready - len(spares[DesktopState.RUNNING])
-        short_stopped = pool.min_stopped - len(spares[DesktopState.STOPPED])
-        short_stopped -= _trim(spares[DesktopState.RUNNING], surplus=-short_ready,
+        spares = _spare_counts(pool)
+        short_ready = pool.min_ready - spares[DesktopState.RUNNING]
+        short_stopped = pool.min_stopped - spares[DesktopState.STOPPED]
+        short_stopped -= _trim(pool, DesktopState.RUNNING, surplus=-short_ready,
                                to_stopped=max(short_stopped, 0))
-        _trim(spares[DesktopState.STOPPED], surplus=-short_stopped, to_stopped=0)
+        _trim(pool, DesktopState.STOPPED, surplus=-short_stopped, to_stopped=0)
 
         wanted = [True] * max(short_ready, 0) + [False] * max(short_stopped, 0)
         in_pool = Desktop.objects.filter(pool=pool).exclude(state=DesktopState.DELETING).count()
@@ -139,29 +140,43 @@ def _intent(desktop: Desktop, operation: Operation | None) -> str | None:
     return None  # being deleted
 
 
-def _spares_by_intent(pool: Pool) -> dict[str, list[tuple[Desktop, Operation | None]]]:
-    """The pool's unassigned desktops, grouped by what they are becoming."""
-    desktops = list(Desktop.objects.filter(pool=pool, assigned_user__isnull=True)
-                    .exclude(state=DesktopState.DELETING).order_by("-created_at"))
-    unfinished = {
-        op.desktop_id: op
-        for op in Operation.objects.filter(desktop__in=desktops,
-                                           state__in=UNFINISHED_OPERATION_STATES)
+def _spare_counts(pool: Pool) -> dict[str, int]:
+    """How many of the pool's unassigned desktops will be running and stopped once their
+    unfinished operation (if any) is done. The settled ones are counted in the database; only
+    the few with an operation in flight are read, to see what they are becoming."""
+    counts = {DesktopState.RUNNING: 0, DesktopState.STOPPED: 0}
+    settled = _settled_spares(pool).values_list("state").annotate(n=Count("pk")).order_by()
+    for state, n in settled:
+        counts[state] += n
+    in_flight = {
+        op.desktop_id: op for op in Operation.objects.filter(
+            desktop__pool=pool, desktop__assigned_user__isnull=True,
+            state__in=UNFINISHED_OPERATION_STATES,
+        ).exclude(desktop__state=DesktopState.DELETING).select_related("desktop")
     }
-    groups: dict[str, list] = {DesktopState.RUNNING: [], DesktopState.STOPPED: []}
-    for desktop in desktops:
-        intent = _intent(desktop, unfinished.get(desktop.id))
-        if intent in groups:
-            groups[intent].append((desktop, unfinished.get(desktop.id)))
-    return groups
+    for operation in in_flight.values():
+        intent = _intent(operation.desktop, operation)
+        if intent in counts:
+            counts[intent] += 1
+    return counts
 
 
-def _trim(spares, *, surplus: int, to_stopped: int) -> int:
-    """Remove ``surplus`` settled spares (newest first): the first ``to_stopped`` are shut down
-    to become stopped spares, the rest deleted. Returns how many were shut down."""
-    settled = [desktop for desktop, operation in spares if operation is None]
+def _settled_spares(pool: Pool, state: str | None = None):
+    """The pool's unassigned running or stopped desktops that no operation is busy with."""
+    busy = Operation.objects.filter(desktop=OuterRef("pk"), state__in=UNFINISHED_OPERATION_STATES)
+    states = (state,) if state else (DesktopState.RUNNING, DesktopState.STOPPED)
+    return (Desktop.objects.filter(pool=pool, assigned_user__isnull=True, state__in=states)
+            .exclude(Exists(busy)))
+
+
+def _trim(pool: Pool, state: str, *, surplus: int, to_stopped: int) -> int:
+    """Remove ``surplus`` settled spares in ``state`` (newest first): the first ``to_stopped``
+    running ones are shut down to become stopped spares, the rest deleted. Returns how many
+    were shut down."""
+    if surplus <= 0:
+        return 0
     shut_down = 0
-    for desktop in settled[:max(surplus, 0)]:
+    for desktop in _settled_spares(pool, state).order_by("-created_at")[:surplus]:
         if desktop.state == DesktopState.RUNNING and shut_down < to_stopped:
             operation_create(desktop=desktop, kind=OperationKind.SHUTDOWN, actor=None)
             shut_down += 1
