@@ -278,6 +278,19 @@ def shared_groups() -> dict:
             "libvirtd": processes_named("libvirtd")}
 
 
+def one_and_ten_tenants(target: str, world: World, args, base: str, meter, busy) -> dict:
+    """The sweep of ``target`` (the product or the floor) in one tenant, then over ten."""
+    sweeps = {}
+    for tenants, spread in ((1, False), (SPREAD, True)):
+        name = f"{target}, {tenants} tenant{'s' if tenants > 1 else ''}"
+        say(f"sweep {name}: rates {args.rates}/s, {args.step_seconds:g} s each")
+        sweeps[name] = {"target": target, "tenants": tenants} | sweep(
+            name, world, args.rates, args.step_seconds, args.timeout,
+            connect_requests(world, base, spread, floor=target == "floor"), meter, busy,
+            args.every_step)
+    return sweeps
+
+
 def run_product(world: World, args) -> dict:
     """Start the product, sweep one tenant and ten, run the password logins and profile
     single Connects."""
@@ -300,13 +313,7 @@ def run_product(world: World, args) -> dict:
         web_worker = web.processes()[1]
         rss = {"at_rest": {"web_worker": rss_mb(web_worker),
                            "console_worker": rss_mb(console.psutil)}}
-        sweeps = {}
-        for tenants, spread in ((1, False), (SPREAD, True)):
-            name = f"product, {tenants} tenant{'s' if tenants > 1 else ''}"
-            say(f"sweep {name}: rates {args.rates}/s, {args.step_seconds:g} s each")
-            sweeps[name] = {"target": "product", "tenants": tenants} | sweep(
-                name, world, args.rates, args.step_seconds, args.timeout,
-                connect_requests(world, base, spread), meter, busy, args.every_step)
+        sweeps = one_and_ten_tenants("product", world, args, base, meter, busy)
         logins = round(args.login_rate * args.step_seconds)
         say(f"password logins: {logins} at {args.login_rate:g}/s")
         login = measured_step(world, login_requests(world, base, logins), args.login_rate,
@@ -340,14 +347,7 @@ def run_floor(world: World, args) -> dict:
 
         meter = CpuMeter(web=web.processes, workers=lambda: [], **shared_groups())
         warm_up(base, "/floor/healthz")
-        sweeps = {}
-        for tenants, spread in ((1, False), (SPREAD, True)):
-            name = f"floor, {tenants} tenant{'s' if tenants > 1 else ''}"
-            say(f"sweep {name}: rates {args.rates}/s, {args.step_seconds:g} s each")
-            sweeps[name] = {"target": "floor", "tenants": tenants} | sweep(
-                name, world, args.rates, args.step_seconds, args.timeout,
-                connect_requests(world, base, spread, floor=True), meter, busy,
-                args.every_step)
+        sweeps = one_and_ten_tenants("floor", world, args, base, meter, busy)
         return sweeps
     finally:
         web.stop()

@@ -179,7 +179,7 @@ def pool_autoscale_enqueue(pool: Pool) -> None:
     """Once the transaction commits, queue a run of the pool's autoscaler, unless one is
     queued and has not started: it will count the spares as they are when it starts, this
     commit included. A storm of Connects so queues a run or two, not one per Connect. A mark
-    older than AUTOSCALE_REQUEUE_S is a run lost with its message: another is queued."""
+    older than AUTOSCALE_REQUEUE is a run lost with its message: another is queued."""
     pool_id = pool.pk
 
     def queue():
